@@ -1,0 +1,28 @@
+"""tess_ad: differentiate any Tesseract from JAX and PyTorch, with the same numbers.
+
+The core (this package) is framework-neutral and imports only NumPy: the
+schema-leaf pytree and the finite-difference machinery. The adapters live in
+``tess_ad.jax`` and ``tess_ad.torch`` and are imported explicitly.
+"""
+
+from ._schema import ArraySpec as ArraySpec
+from ._schema import FlatTree as FlatTree
+from ._schema import Leaf as Leaf
+from ._schema import SchemaError as SchemaError
+from ._schema import TesseractSchema as TesseractSchema
+from ._schema import TreeSchema as TreeSchema
+from ._schema import as_numpy as as_numpy
+from ._schema import tesseract_schema as tesseract_schema
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArraySpec",
+    "FlatTree",
+    "Leaf",
+    "SchemaError",
+    "TesseractSchema",
+    "TreeSchema",
+    "as_numpy",
+    "tesseract_schema",
+]

@@ -1,0 +1,674 @@
+"""The schema-leaf pytree: a Tesseract's nested inputs and outputs as flat leaves.
+
+Everything tess_ad does works on *leaves*: the FD estimators perturb array
+leaves, the adapters hand array leaves to JAX and PyTorch and keep the rest
+static. This module turns a nested input or output (dicts, lists, nested
+models, arrays, scalars, strings) into an ordered ``path -> Leaf`` mapping and
+back again, losslessly, with the path syntax of tesseract-core
+(``mesh.points``, ``params.{alpha}``, ``layers.[0].w``).
+
+Why read the OpenAPI schema rather than only look at values: a list of floats
+may be an array leaf or a list of scalar leaves, and a dict may be a model or a
+``dict[str, ...]``; only the schema knows. ``components.schemas.ApplyInputSchema``
+also carries ``differentiable_arrays``, the path *patterns* (``params.{}``)
+with shape and dtype that say which leaves take part in differentiation.
+Where the schema is ambiguous (unions that the value does not settle) the
+structure falls back to the value itself.
+
+The parsed schema is cached per client object (:func:`tesseract_schema`), so an
+HTTP client fetches ``/openapi.json`` once, however many calls follow.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._paths import dict_segment, join_path, list_segment, matches_pattern, split_path
+
+__all__ = [
+    "ArraySpec",
+    "FlatTree",
+    "Leaf",
+    "SchemaError",
+    "TesseractSchema",
+    "TreeSchema",
+    "as_numpy",
+    "tesseract_schema",
+]
+
+
+class SchemaError(ValueError):
+    """A value does not fit the Tesseract's schema; the message names the path."""
+
+
+# --------------------------------------------------------------------------
+# Schema nodes, parsed once from the OpenAPI document
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What the schema says of an array leaf.
+
+    Attributes:
+        shape: Expected shape, ``None`` per free dimension; ``None`` for any rank.
+        dtype: Expected dtype name (``"float64"``), or ``None`` if unknown.
+        differentiable: Whether the leaf is marked ``Differentiable``.
+    """
+
+    shape: tuple[int | None, ...] | None
+    dtype: str | None
+    differentiable: bool
+
+    def describe(self) -> str:
+        """Human-readable form, as written in a Tesseract's schema."""
+        shape = "..." if self.shape is None else str(self.shape)
+        inner = f"Array[{shape}, {self.dtype}]"
+        return f"Differentiable[{inner}]" if self.differentiable else inner
+
+
+@dataclass
+class _Node:
+    kind: str  # "model" | "dict" | "list" | "array" | "scalar" | "union" | "any"
+    fields: dict[str, _Node] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    closed: bool = False  # model refuses unknown fields
+    child: _Node | None = None  # dict values, list items
+    spec: ArraySpec | None = None
+    options: list[_Node] = field(default_factory=list)
+    type_name: str = ""
+
+
+_ANY = _Node("any")
+
+
+class _Parser:
+    """JSON-schema walker; ``$ref`` targets are parsed once and shared."""
+
+    def __init__(self, components: Mapping[str, Any]) -> None:
+        self.components = components
+        self.refs: dict[str, _Node] = {}
+
+    def parse(self, schema: Mapping[str, Any]) -> _Node:
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            if name not in self.refs:
+                node = _Node("any")
+                self.refs[name] = node  # placeholder breaks recursion
+                parsed = self.parse(self.components.get(name, {}))
+                node.__dict__.update(parsed.__dict__)
+            return self.refs[name]
+        for key in ("anyOf", "oneOf"):
+            if key in schema and "discriminator" not in schema:
+                options = [self.parse(s) for s in schema[key]]
+                return options[0] if len(options) == 1 else _Node("union", options=options)
+        if "allOf" in schema and len(schema["allOf"]) == 1:
+            return self.parse(schema["allOf"][0])
+        props = schema.get("properties", {})
+        if props.get("object_type", {}).get("const") == "array":
+            return _Node("array", spec=_array_spec(schema))
+        typ = schema.get("type")
+        if typ == "object" or props:
+            if props:
+                return _Node(
+                    "model",
+                    fields={k: self.parse(v) for k, v in props.items()},
+                    required=frozenset(schema.get("required", ())),
+                    closed=schema.get("additionalProperties") is False,
+                )
+            extra = schema.get("additionalProperties")
+            child = self.parse(extra) if isinstance(extra, Mapping) else _ANY
+            return _Node("dict", child=child)
+        if typ == "array":
+            items = schema.get("items")
+            return _Node("list", child=self.parse(items) if items else _ANY)
+        if isinstance(typ, str):
+            return _Node("scalar", type_name=typ)
+        return _ANY
+
+
+def _array_spec(schema: Mapping[str, Any]) -> ArraySpec:
+    props = schema["properties"]
+    shape_schema = props.get("shape", {})
+    shape: tuple[int | None, ...] | None = None
+    if "maxItems" in shape_schema:
+        rank = shape_schema["maxItems"]
+        dims: list[int | None] = []
+        for item in shape_schema.get("prefixItems", [{}] * rank):
+            # A fixed dimension N is written as enum [1, N]: 1 broadcasts to N.
+            dims.append(max(item["enum"]) if "enum" in item else None)
+        shape = tuple(dims)
+    dtype_schema = props.get("dtype", {})
+    examples = dtype_schema.get("examples") or [None]
+    enum = dtype_schema.get("enum", [])
+    dtype = enum[0] if len(enum) == 1 else examples[0]
+    flags = schema.get("array_flags", ())
+    return ArraySpec(shape, dtype, "DIFFERENTIABLE" in flags)
+
+
+# --------------------------------------------------------------------------
+# Leaves and flat trees
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One leaf of a flattened input or output.
+
+    Attributes:
+        path: The leaf's path in tesseract-core syntax (``layers.[0].w``).
+        value: The value exactly as it was given (never copied or converted).
+        differentiable: Whether the schema marks this leaf ``Differentiable``.
+        shape: The value's shape for array leaves, ``None`` otherwise.
+        dtype: The value's dtype for array leaves, ``None`` otherwise.
+        spec: What the schema declares for this leaf (array leaves whose
+            schema is known), else ``None``. ``spec.dtype`` is the dtype the
+            Tesseract computes in, which may differ from the value's.
+    """
+
+    path: str
+    value: Any
+    differentiable: bool
+    shape: tuple[int, ...] | None
+    dtype: np.dtype | None
+    spec: ArraySpec | None = None
+
+    @property
+    def is_array(self) -> bool:
+        """Whether the schema makes this leaf an array."""
+        return self.shape is not None
+
+
+class _Slot:
+    """Placeholder for a leaf inside a tree definition."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class FlatTree(Mapping[str, Leaf]):
+    """An ordered ``path -> Leaf`` mapping that remembers how to rebuild the tree.
+
+    Obtained from :meth:`TreeSchema.flatten`. Iteration follows the order of
+    the original tree (depth first, keys in insertion order).
+    """
+
+    __slots__ = ("_leaves", "_treedef")
+
+    def __init__(self, leaves: dict[str, Leaf], treedef: Any) -> None:
+        self._leaves = leaves
+        self._treedef = treedef
+
+    def __getitem__(self, path: str) -> Leaf:
+        try:
+            return self._leaves[path]
+        except KeyError:
+            raise KeyError(_unknown_path_message(path, self._leaves)) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._leaves)
+
+    def __len__(self) -> int:
+        return len(self._leaves)
+
+    def __repr__(self) -> str:
+        return f"FlatTree({list(self._leaves)})"
+
+    @property
+    def differentiable_paths(self) -> tuple[str, ...]:
+        """Paths of the array leaves marked ``Differentiable``, in tree order."""
+        return tuple(p for p, leaf in self._leaves.items() if leaf.differentiable)
+
+    @property
+    def array_paths(self) -> tuple[str, ...]:
+        """Paths of all array leaves, in tree order."""
+        return tuple(p for p, leaf in self._leaves.items() if leaf.is_array)
+
+    def values(self) -> dict[str, Any]:  # type: ignore[override]
+        """``path -> value`` for every leaf."""
+        return {p: leaf.value for p, leaf in self._leaves.items()}
+
+    def check_paths(self, paths: Sequence[str], what: str = "path") -> None:
+        """Raise :class:`SchemaError` naming the first path that is not a leaf here."""
+        for path in paths:
+            if path not in self._leaves:
+                raise SchemaError(f"{what}: " + _unknown_path_message(path, self._leaves))
+
+    def unflatten(self, updates: Mapping[str, Any] | None = None) -> Any:
+        """Rebuild the nested tree, optionally with some leaves replaced.
+
+        Args:
+            updates: ``path -> new value`` for leaves to replace; other leaves
+                keep their original values.
+
+        Returns:
+            The nested tree (models come back as dicts, tuples as tuples).
+
+        Raises:
+            SchemaError: If ``updates`` names a path that is not a leaf.
+        """
+        updates = updates or {}
+        self.check_paths(list(updates), "unflatten")
+        leaves = self._leaves
+
+        def build(node: Any) -> Any:
+            if isinstance(node, _Slot):
+                if node.path in updates:
+                    return updates[node.path]
+                return leaves[node.path].value
+            if isinstance(node, dict):
+                return {k: build(v) for k, v in node.items()}
+            if isinstance(node, tuple):
+                return tuple(build(v) for v in node)
+            return [build(v) for v in node]
+
+        return build(self._treedef)
+
+
+def _unknown_path_message(path: str, known: Mapping[str, Any]) -> str:
+    names = list(known)
+    hint = ", ".join(repr(n) for n in names[:12]) + (" ..." if len(names) > 12 else "")
+    return f"no leaf at path {path!r}. Known leaf paths: {hint or '(none)'}"
+
+
+# --------------------------------------------------------------------------
+# Value inspection (framework-neutral: duck-typed on shape and dtype)
+# --------------------------------------------------------------------------
+
+
+def _is_encoded_array(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("object_type") == "array"
+
+
+def _dtype_of(dtype: Any) -> np.dtype:
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        # torch.float32 and similar: the name after the dot is numpy's name.
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+def _array_meta(value: Any) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of an array-like value, or None if it is not one."""
+    if _is_encoded_array(value):
+        return tuple(int(d) for d in value["shape"]), np.dtype(value["dtype"])
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return tuple(int(d) for d in value.shape), _dtype_of(value.dtype)
+    if isinstance(value, bool | int | float | complex):
+        arr = np.asarray(value)
+        return arr.shape, arr.dtype
+    if isinstance(value, list | tuple):
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            return None
+        if arr.dtype.kind in "biufc":
+            return arr.shape, arr.dtype
+    return None
+
+
+def as_numpy(value: Any, dtype: Any = None) -> np.ndarray:
+    """Convert an array leaf to a NumPy array (decoding encoded-array dicts).
+
+    Args:
+        value: A NumPy array or scalar, nested list, framework array with
+            ``__array__``, or a tesseract-core encoded array (``json`` or
+            ``base64`` encoding).
+        dtype: Optional dtype to cast to.
+
+    Returns:
+        The value as an ``np.ndarray``.
+    """
+    if _is_encoded_array(value):
+        data = value["data"]
+        enc = data.get("encoding")
+        if enc == "json":
+            arr = np.asarray(data["buffer"], dtype=value["dtype"])
+        elif enc == "base64":
+            arr = np.frombuffer(base64.b64decode(data["buffer"]), dtype=value["dtype"])
+        else:
+            raise SchemaError(
+                f"cannot decode an array with encoding {enc!r} here; "
+                "pass a NumPy array or a json/base64-encoded array instead"
+            )
+        return arr.reshape(value["shape"]).astype(dtype or arr.dtype, copy=False)
+    return np.asarray(value, dtype=dtype)
+
+
+# --------------------------------------------------------------------------
+# One side of a Tesseract: inputs or outputs
+# --------------------------------------------------------------------------
+
+
+class TreeSchema:
+    """The schema of one side (inputs or outputs) of a Tesseract's ``apply``.
+
+    Attributes:
+        name: ``"inputs"`` or ``"outputs"``, used in error messages.
+        differentiable_arrays: Pattern (``params.{}``) to :class:`ArraySpec`,
+            as declared in the schema's ``differentiable_arrays``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: _Node,
+        differentiable_arrays: Mapping[str, ArraySpec],
+    ) -> None:
+        self.name = name
+        self._root = root
+        self.differentiable_arrays = dict(differentiable_arrays)
+        self._patterns = [(split_path(p), p) for p in self.differentiable_arrays]
+
+    def differentiable_pattern(self, path: str) -> str | None:
+        """The ``differentiable_arrays`` pattern a concrete path matches, if any."""
+        segments = split_path(path)
+        for pattern, name in self._patterns:
+            if matches_pattern(pattern, segments):
+                return name
+        return None
+
+    def expand(self, pattern: str, flat: FlatTree) -> list[str]:
+        """Concrete leaf paths of ``flat`` that match ``pattern`` (``params.{}``).
+
+        Example:
+            >>> schema.inputs.expand("params.{}", flat)  # doctest: +SKIP
+            ['params.{alpha}', 'params.{beta}']
+        """
+        pattern_segments = split_path(pattern)
+        return [p for p in flat if matches_pattern(pattern_segments, split_path(p))]
+
+    def flatten(self, tree: Any, *, check: bool = True) -> FlatTree:
+        """Flatten a nested input or output into leaves.
+
+        Args:
+            tree: A dict (or pydantic model) following this schema.
+            check: Validate array leaves against the schema (array-like value,
+                rank and fixed dimensions). Unknown fields are always refused.
+
+        Returns:
+            The :class:`FlatTree`; ``unflatten()`` gives back an equal tree.
+
+        Raises:
+            SchemaError: Naming the path of the first value that does not fit.
+        """
+        leaves: dict[str, Leaf] = {}
+        treedef = self._flatten(tree, self._root, (), leaves, check)
+        if not isinstance(treedef, dict):
+            raise SchemaError(
+                f"{self.name} must be a dict of fields, got {type(tree).__name__}"
+            )
+        return FlatTree(leaves, treedef)
+
+    # -- recursion ---------------------------------------------------------
+
+    def _where(self, segments: tuple[str, ...]) -> str:
+        return f"{self.name} path {join_path(segments)!r}" if segments else self.name
+
+    def _flatten(
+        self,
+        value: Any,
+        node: _Node,
+        segments: tuple[str, ...],
+        leaves: dict[str, Leaf],
+        check: bool,
+    ) -> Any:
+        if node.kind == "union":
+            node = _pick_option(node.options, value)
+        if hasattr(value, "model_fields") and not isinstance(value, type):
+            value = {k: getattr(value, k) for k in type(value).model_fields}
+
+        if node.kind == "array":
+            return self._leaf(value, node.spec, segments, leaves, check)
+        if node.kind == "model" and isinstance(value, Mapping):
+            out = {}
+            for key, item in value.items():
+                child = node.fields.get(key)
+                if child is None:
+                    if node.closed:
+                        known = ", ".join(node.fields)
+                        raise SchemaError(
+                            f"unknown field {key!r} in {self._where(segments)}; "
+                            f"the schema allows: {known}. Remove it or fix its name."
+                        )
+                    child = _ANY
+                out[key] = self._flatten(item, child, (*segments, key), leaves, check)
+            if check:
+                missing = [k for k in node.required if k not in value]
+                if missing:
+                    raise SchemaError(
+                        f"missing required field(s) {', '.join(map(repr, missing))} "
+                        f"in {self._where(segments)}"
+                    )
+            return out
+        if node.kind == "dict" and isinstance(value, Mapping):
+            return {
+                key: self._flatten(
+                    item, node.child or _ANY, (*segments, dict_segment(str(key))), leaves, check
+                )
+                for key, item in value.items()
+            }
+        if node.kind == "list" and isinstance(value, list | tuple):
+            items = [
+                self._flatten(item, node.child or _ANY, (*segments, list_segment(i)), leaves, check)
+                for i, item in enumerate(value)
+            ]
+            return tuple(items) if isinstance(value, tuple) else items
+        if node.kind == "any":
+            return self._flatten_untyped(value, segments, leaves, check)
+        if check and node.kind in ("model", "dict", "list"):
+            expected = {"model": "a dict of fields", "dict": "a dict", "list": "a list"}
+            raise SchemaError(
+                f"expected {expected[node.kind]} at {self._where(segments)}, "
+                f"got {type(value).__name__}"
+            )
+        return self._scalar_leaf(value, segments, leaves)
+
+    def _flatten_untyped(
+        self, value: Any, segments: tuple[str, ...], leaves: dict[str, Leaf], check: bool
+    ) -> Any:
+        """Structure from the value alone (schema said nothing precise)."""
+        if isinstance(value, Mapping) and not _is_encoded_array(value):
+            return {
+                k: self._flatten_untyped(v, (*segments, dict_segment(str(k))), leaves, check)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple) and _array_meta(value) is None:
+            items = [
+                self._flatten_untyped(v, (*segments, list_segment(i)), leaves, check)
+                for i, v in enumerate(value)
+            ]
+            return tuple(items) if isinstance(value, tuple) else items
+        if hasattr(value, "shape") and hasattr(value, "dtype") or _is_encoded_array(value):
+            return self._leaf(value, None, segments, leaves, check)
+        return self._scalar_leaf(value, segments, leaves)
+
+    def _scalar_leaf(self, value: Any, segments: tuple[str, ...], leaves: dict[str, Leaf]) -> _Slot:
+        path = join_path(segments)
+        if self.differentiable_pattern(path) is not None:
+            raise SchemaError(
+                f"{self._where(segments)} is a Differentiable array, got "
+                f"{type(value).__name__} {value!r:.60}; pass an array of numbers"
+            )
+        leaves[path] = Leaf(path, value, False, None, None)
+        return _Slot(path)
+
+    def _leaf(
+        self,
+        value: Any,
+        spec: ArraySpec | None,
+        segments: tuple[str, ...],
+        leaves: dict[str, Leaf],
+        check: bool,
+    ) -> _Slot:
+        path = join_path(segments)
+        pattern = self.differentiable_pattern(path)
+        if pattern is not None:
+            spec = self.differentiable_arrays[pattern]
+        differentiable = pattern is not None
+        meta = _array_meta(value)
+        if meta is None:
+            if value is None and not differentiable and not check:
+                leaves[path] = Leaf(path, value, False, None, None)
+                return _Slot(path)
+            what = spec.describe() if spec else "an array"
+            raise SchemaError(
+                f"{self._where(segments)} expects {what}, got "
+                f"{type(value).__name__} {value!r:.60}; pass an array of numbers"
+            )
+        shape, dtype = meta
+        if check and spec is not None and spec.shape is not None:
+            _check_shape(shape, spec, self._where(segments))
+        leaves[path] = Leaf(path, value, differentiable, shape, dtype, spec)
+        return _Slot(path)
+
+
+def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
+    expected = spec.shape
+    assert expected is not None
+    ok = len(shape) == len(expected) and all(
+        e is None or s == e or (s == 1 and not spec.differentiable)
+        for s, e in zip(shape, expected)
+    )
+    if not ok:
+        shown = tuple("any" if e is None else e for e in expected)
+        raise SchemaError(
+            f"{where} has shape {shape}, but the schema expects {shown} "
+            f"({spec.describe()}); reshape the value to match"
+        )
+
+
+def _pick_option(options: list[_Node], value: Any) -> _Node:
+    """Choose the union branch that fits ``value`` (Optional[...] and friends)."""
+    if value is None:
+        for opt in options:
+            if opt.kind == "scalar" and opt.type_name == "null":
+                return opt
+    candidates = [o for o in options if not (o.kind == "scalar" and o.type_name == "null")]
+    if len(candidates) == 1:
+        return candidates[0]
+    is_array = _array_meta(value) is not None and not isinstance(value, Mapping | str)
+    for opt in candidates:
+        if opt.kind == "array" and is_array:
+            return opt
+        if opt.kind in ("model", "dict") and isinstance(value, Mapping):
+            return opt
+        if opt.kind == "list" and isinstance(value, list | tuple) and not is_array:
+            return opt
+    return _ANY
+
+
+# --------------------------------------------------------------------------
+# A whole Tesseract, cached per client
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TesseractSchema:
+    """Both sides of a Tesseract's ``apply`` and its endpoints.
+
+    Attributes:
+        inputs: Schema of the inputs.
+        outputs: Schema of the outputs.
+        endpoints: Names of the endpoints the Tesseract serves.
+    """
+
+    inputs: TreeSchema
+    outputs: TreeSchema
+    endpoints: frozenset[str]
+
+    def has(self, endpoint: str) -> bool:
+        """Whether the Tesseract serves ``endpoint``."""
+        return endpoint in self.endpoints
+
+    @classmethod
+    def from_openapi(cls, openapi: Mapping[str, Any]) -> TesseractSchema:
+        """Parse a Tesseract's OpenAPI document."""
+        try:
+            components = openapi["components"]["schemas"]
+            apply_in = components["ApplyInputSchema"]
+            apply_out = components["ApplyOutputSchema"]
+        except (KeyError, TypeError):
+            raise SchemaError(
+                "this does not look like a Tesseract's OpenAPI schema: "
+                "components.schemas.ApplyInputSchema/ApplyOutputSchema are missing"
+            ) from None
+        parser = _Parser(components)
+        in_root = apply_in.get("properties", {}).get("inputs", apply_in)
+        endpoints = frozenset(p.strip("/") for p in openapi.get("paths", {}))
+        return cls(
+            TreeSchema("inputs", parser.parse(in_root), _specs(apply_in)),
+            TreeSchema("outputs", parser.parse(apply_out), _specs(apply_out)),
+            endpoints,
+        )
+
+
+def _specs(side: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    out = {}
+    for pattern, info in side.get("differentiable_arrays", {}).items():
+        shape = info.get("shape")
+        out[pattern] = ArraySpec(
+            None if shape is None else tuple(shape), info.get("dtype"), True
+        )
+    return out
+
+
+_CACHE_LOCK = threading.Lock()
+_CACHE: weakref.WeakKeyDictionary[Any, TesseractSchema] = weakref.WeakKeyDictionary()
+_REQUIRED_METHODS = ("apply", "openapi_schema")
+
+
+def tesseract_schema(tesseract: Any) -> TesseractSchema:
+    """The parsed schema of a Tesseract client, read once per client object.
+
+    Args:
+        tesseract: A ``tesseract_core.Tesseract`` (in-process or served), a
+            ``tess_ad.with_finite_differences`` proxy, or any object with an
+            ``openapi_schema`` attribute and an ``apply`` method.
+
+    Returns:
+        The :class:`TesseractSchema`.
+
+    Raises:
+        TypeError: If ``tesseract`` lacks ``apply`` or ``openapi_schema``.
+
+    Example:
+        >>> from tesseract_core import Tesseract
+        >>> t = Tesseract.from_tesseract_api("examples/rosenbrock/tesseract_api.py")
+        >>> schema = tesseract_schema(t)
+        >>> schema.inputs.differentiable_arrays["x"].shape
+        (None,)
+    """
+    own = getattr(tesseract, "tess_ad_schema", None)
+    if isinstance(own, TesseractSchema):
+        return own
+    try:
+        with _CACHE_LOCK:
+            cached = _CACHE.get(tesseract)
+    except TypeError:  # not weak-referenceable: parse every time
+        cached = None
+    if cached is not None:
+        return cached
+    missing = [m for m in _REQUIRED_METHODS if not hasattr(type(tesseract), m) and not hasattr(tesseract, m)]
+    if missing:
+        raise TypeError(
+            f"expected a Tesseract client (tesseract_core.Tesseract), got "
+            f"{type(tesseract).__name__}, which lacks {', '.join(missing)}. "
+            "Create one with Tesseract.from_tesseract_api(...) or Tesseract.from_url(...)."
+        )
+    schema = TesseractSchema.from_openapi(tesseract.openapi_schema)
+    try:
+        with _CACHE_LOCK:
+            _CACHE[tesseract] = schema
+    except TypeError:
+        pass
+    return schema
