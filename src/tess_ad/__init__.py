@@ -5,6 +5,9 @@ schema-leaf pytree and the finite-difference machinery. The adapters live in
 ``tess_ad.jax`` and ``tess_ad.torch`` and are imported explicitly.
 """
 
+from ._endpoints import NoGradientRouteError as NoGradientRouteError
+from ._fd import FDNonFiniteError as FDNonFiniteError
+from ._proxy import with_finite_differences as with_finite_differences
 from ._schema import ArraySpec as ArraySpec
 from ._schema import FlatTree as FlatTree
 from ._schema import Leaf as Leaf
@@ -18,11 +21,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArraySpec",
+    "FDNonFiniteError",
     "FlatTree",
     "Leaf",
+    "NoGradientRouteError",
     "SchemaError",
     "TesseractSchema",
     "TreeSchema",
     "as_numpy",
     "tesseract_schema",
+    "with_finite_differences",
 ]

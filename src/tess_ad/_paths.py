@@ -1,4 +1,4 @@
-"""Leaf paths in tesseract-core's syntax.
+r"""Leaf paths in tesseract-core's syntax.
 
 A path names one leaf of a nested input or output: ``mesh.points`` (model
 fields), ``params.{alpha}`` (dict keys), ``layers.[0].w`` (list items). A
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 __all__ = [
     "dict_segment",
     "escape_key",
+    "get_at_path",
     "join_path",
     "list_segment",
     "matches_pattern",
@@ -110,5 +111,34 @@ def _segment_matches(pattern: str, segment: str) -> bool:
 def matches_pattern(pattern: Sequence[str], segments: Sequence[str]) -> bool:
     """Whether concrete path segments match pattern segments (``{}``, ``[]`` wildcards)."""
     return len(pattern) == len(segments) and all(
-        _segment_matches(p, s) for p, s in zip(pattern, segments)
+        _segment_matches(p, s) for p, s in zip(pattern, segments, strict=True)
     )
+
+
+def _step(tree: object, segment: str, path: str) -> object:
+    if segment.startswith("{") and segment.endswith("}"):
+        key = unescape_key(segment[1:-1])
+        return tree[key]  # type: ignore[index]
+    match = _INDEX.match(segment)
+    if match:
+        return tree[int(match.group(1))]  # type: ignore[index]
+    if isinstance(tree, dict):
+        return tree[segment]
+    return getattr(tree, segment)
+
+
+def get_at_path(tree: object, path: str) -> object:
+    """The value at ``path`` in a nested tree of dicts, lists and models.
+
+    Raises:
+        KeyError: Naming the path, if it does not exist in ``tree``.
+    """
+    node = tree
+    for segment in split_path(path):
+        try:
+            node = _step(node, segment, path)
+        except (KeyError, IndexError, AttributeError, TypeError):
+            raise KeyError(
+                f"no value at path {path!r} (segment {segment!r} not found)"
+            ) from None
+    return node

@@ -108,7 +108,9 @@ class _Parser:
         for key in ("anyOf", "oneOf"):
             if key in schema and "discriminator" not in schema:
                 options = [self.parse(s) for s in schema[key]]
-                return options[0] if len(options) == 1 else _Node("union", options=options)
+                return (
+                    options[0] if len(options) == 1 else _Node("union", options=options)
+                )
         if "allOf" in schema and len(schema["allOf"]) == 1:
             return self.parse(schema["allOf"][0])
         props = schema.get("properties", {})
@@ -241,7 +243,9 @@ class FlatTree(Mapping[str, Leaf]):
         """Raise :class:`SchemaError` naming the first path that is not a leaf here."""
         for path in paths:
             if path not in self._leaves:
-                raise SchemaError(f"{what}: " + _unknown_path_message(path, self._leaves))
+                raise SchemaError(
+                    f"{what}: " + _unknown_path_message(path, self._leaves)
+                )
 
     def unflatten(self, updates: Mapping[str, Any] | None = None) -> Any:
         """Rebuild the nested tree, optionally with some leaves replaced.
@@ -453,13 +457,23 @@ class TreeSchema:
         if node.kind == "dict" and isinstance(value, Mapping):
             return {
                 key: self._flatten(
-                    item, node.child or _ANY, (*segments, dict_segment(str(key))), leaves, check
+                    item,
+                    node.child or _ANY,
+                    (*segments, dict_segment(str(key))),
+                    leaves,
+                    check,
                 )
                 for key, item in value.items()
             }
         if node.kind == "list" and isinstance(value, list | tuple):
             items = [
-                self._flatten(item, node.child or _ANY, (*segments, list_segment(i)), leaves, check)
+                self._flatten(
+                    item,
+                    node.child or _ANY,
+                    (*segments, list_segment(i)),
+                    leaves,
+                    check,
+                )
                 for i, item in enumerate(value)
             ]
             return tuple(items) if isinstance(value, tuple) else items
@@ -474,12 +488,18 @@ class TreeSchema:
         return self._scalar_leaf(value, segments, leaves)
 
     def _flatten_untyped(
-        self, value: Any, segments: tuple[str, ...], leaves: dict[str, Leaf], check: bool
+        self,
+        value: Any,
+        segments: tuple[str, ...],
+        leaves: dict[str, Leaf],
+        check: bool,
     ) -> Any:
         """Structure from the value alone (schema said nothing precise)."""
         if isinstance(value, Mapping) and not _is_encoded_array(value):
             return {
-                k: self._flatten_untyped(v, (*segments, dict_segment(str(k))), leaves, check)
+                k: self._flatten_untyped(
+                    v, (*segments, dict_segment(str(k))), leaves, check
+                )
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple) and _array_meta(value) is None:
@@ -488,11 +508,15 @@ class TreeSchema:
                 for i, v in enumerate(value)
             ]
             return tuple(items) if isinstance(value, tuple) else items
-        if hasattr(value, "shape") and hasattr(value, "dtype") or _is_encoded_array(value):
+        if (hasattr(value, "shape") and hasattr(value, "dtype")) or _is_encoded_array(
+            value
+        ):
             return self._leaf(value, None, segments, leaves, check)
         return self._scalar_leaf(value, segments, leaves)
 
-    def _scalar_leaf(self, value: Any, segments: tuple[str, ...], leaves: dict[str, Leaf]) -> _Slot:
+    def _scalar_leaf(
+        self, value: Any, segments: tuple[str, ...], leaves: dict[str, Leaf]
+    ) -> _Slot:
         path = join_path(segments)
         if self.differentiable_pattern(path) is not None:
             raise SchemaError(
@@ -537,7 +561,7 @@ def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
     assert expected is not None
     ok = len(shape) == len(expected) and all(
         e is None or s == e or (s == 1 and not spec.differentiable)
-        for s, e in zip(shape, expected)
+        for s, e in zip(shape, expected, strict=True)
     )
     if not ok:
         shown = tuple("any" if e is None else e for e in expected)
@@ -553,7 +577,9 @@ def _pick_option(options: list[_Node], value: Any) -> _Node:
         for opt in options:
             if opt.kind == "scalar" and opt.type_name == "null":
                 return opt
-    candidates = [o for o in options if not (o.kind == "scalar" and o.type_name == "null")]
+    candidates = [
+        o for o in options if not (o.kind == "scalar" and o.type_name == "null")
+    ]
     if len(candidates) == 1:
         return candidates[0]
     is_array = _array_meta(value) is not None and not isinstance(value, Mapping | str)
@@ -658,7 +684,11 @@ def tesseract_schema(tesseract: Any) -> TesseractSchema:
         cached = None
     if cached is not None:
         return cached
-    missing = [m for m in _REQUIRED_METHODS if not hasattr(type(tesseract), m) and not hasattr(tesseract, m)]
+    missing = [
+        m
+        for m in _REQUIRED_METHODS
+        if not hasattr(type(tesseract), m) and not hasattr(tesseract, m)
+    ]
     if missing:
         raise TypeError(
             f"expected a Tesseract client (tesseract_core.Tesseract), got "

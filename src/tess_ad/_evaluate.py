@@ -1,0 +1,274 @@
+"""Evaluate the points of a finite-difference plan: serially, in parallel or on dask.
+
+The estimators in ``_fd.py`` say *which* points to evaluate; this module says
+*how*. A :class:`FlatFunction` knows how to turn a plan point (perturbed
+values of some leaves) into a full input tree, call ``apply``, and pick the
+differentiated output leaves out of the result. :func:`run_plan` then walks
+the plan:
+
+* ``executor=None``: one point after another.
+* any ``concurrent.futures.Executor`` (a thread pool suits a Tesseract served
+  with several workers), or a ``dask.distributed.Client`` (a cluster; what
+  travels to the workers is the served Tesseract's URL or the path of its
+  ``tesseract_api.py``, which each worker loads once, never a live client).
+  At most ``2 * workers`` points are in flight, so memory stays bounded.
+* outputs are folded into the plan strictly in plan order, whatever order they
+  finish in: parallel results are bit-for-bit those of a serial run.
+* with a cache, every finished evaluation is written to disk as soon as it is
+  collected; a failing evaluation stops the sweep with its own exception
+  after the evaluations still running have finished and been stored, so a
+  rerun makes only the missing calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+from ._cache import EvaluationCache
+from ._fd import Flat, Plan
+
+__all__ = ["FlatFunction", "remote_target", "run_plan"]
+
+
+class FlatFunction:
+    """A Tesseract's ``apply`` seen as ``{perturbed leaf: array} -> {output leaf: array}``.
+
+    Args:
+        build_inputs: Full input tree for a plan point (``{path: value}`` of the
+            perturbed leaves; all other leaves keep their base values).
+        apply: Call ``apply`` on a full input tree (in this process).
+        extract: Pick ``{out_path: array}`` out of ``apply``'s result.
+        cache_key: Optional cache key of a plan point.
+        remote: Optional ``(function, target)`` for dask: ``function(target,
+            inputs)`` runs ``apply`` on a worker.
+    """
+
+    def __init__(
+        self,
+        build_inputs: Callable[[Flat], Any],
+        apply: Callable[[Any], Any],
+        extract: Callable[[Any], Flat],
+        cache_key: Callable[[Flat], str] | None = None,
+        remote: tuple[Callable, Any] | None = None,
+    ) -> None:
+        self.build_inputs = build_inputs
+        self.apply = apply
+        self.extract = extract
+        self.cache_key = cache_key
+        self.remote = remote
+
+    def __call__(self, point: Flat) -> Flat:
+        return self.extract(self.apply(self.build_inputs(point)))
+
+
+def _is_dask_client(executor: Any) -> bool:
+    return type(executor).__module__.startswith("distributed") and hasattr(
+        executor, "submit"
+    )
+
+
+def _workers(executor: Any) -> int:
+    if _is_dask_client(executor):
+        try:
+            return max(1, sum(executor.nthreads().values()))
+        except Exception:
+            return 2
+    return max(1, int(getattr(executor, "_max_workers", 2) or 2))
+
+
+def run_plan(
+    plan: Plan,
+    fn: FlatFunction,
+    *,
+    executor: Executor | Any | None = None,
+    progress: bool = False,
+    cache: EvaluationCache | None = None,
+    description: str = "finite differences",
+) -> Any:
+    """Evaluate every point of ``plan`` and return its result.
+
+    Args:
+        plan: From one of the ``*_plan`` functions of ``_fd``.
+        fn: The flat function to evaluate.
+        executor: ``None`` (serial), a ``concurrent.futures.Executor`` or a
+            ``dask.distributed.Client``.
+        progress: Show a tqdm progress bar of evaluations.
+        cache: Where finished evaluations are kept, or ``None``.
+        description: Label of the progress bar.
+
+    Returns:
+        ``plan.result()``.
+    """
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=plan.size, desc=description, unit="eval")
+    try:
+        _walk(plan, fn, executor, cache, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return plan.result()
+
+
+def _walk(
+    plan: Plan,
+    fn: FlatFunction,
+    executor: Any,
+    cache: EvaluationCache | None,
+    bar: Any,
+) -> None:
+    keys: dict[int, str] = {}
+
+    def lookup(k: int, point: Flat) -> Flat | None:
+        if cache is None or fn.cache_key is None:
+            return None
+        keys[k] = fn.cache_key(point)
+        return cache.get(keys[k])
+
+    def store(k: int, out: Flat) -> None:
+        if cache is not None and k in keys:
+            cache.put(keys[k], out)
+
+    def done(k: int, out: Flat) -> None:
+        plan.accumulate(k, out)
+        if bar is not None:
+            bar.update(1)
+
+    if executor is None:
+        for k in range(plan.size):
+            point = plan.point(k)
+            out = lookup(k, point)
+            if out is None:
+                try:
+                    out = fn(point)
+                except BaseException as exc:
+                    _annotate(exc, plan, k)
+                    raise
+                store(k, out)
+            done(k, out)
+        return
+
+    dask = _is_dask_client(executor)
+    window = 2 * _workers(executor)
+    in_flight: deque[tuple[int, Any]] = deque()  # (k, future or cached outputs)
+    next_k = 0
+
+    def submit(k: int) -> Any:
+        point = plan.point(k)
+        cached = lookup(k, point)
+        if cached is not None:
+            return ("cached", cached)
+        if dask:
+            if fn.remote is None:
+                raise TypeError(
+                    "this Tesseract cannot be sent to dask workers; use a served "
+                    "Tesseract (Tesseract.from_url) or one loaded from a tesseract_api.py path"
+                )
+            func, target = fn.remote
+            return (
+                "dask",
+                executor.submit(func, target, fn.build_inputs(point), pure=False),
+            )
+        return ("local", executor.submit(fn, point))
+
+    try:
+        while next_k < plan.size or in_flight:
+            while next_k < plan.size and len(in_flight) < window:
+                in_flight.append((next_k, submit(next_k)))
+                next_k += 1
+            k, (kind, handle) = in_flight.popleft()
+            if kind == "cached":
+                done(k, handle)
+                continue
+            try:
+                result = handle.result()
+            except BaseException as exc:
+                _annotate(exc, plan, k)
+                raise
+            out = fn.extract(result) if kind == "dask" else result
+            store(k, out)
+            done(k, out)
+    except BaseException:
+        _drain(in_flight, fn, store)
+        raise
+
+
+def _drain(
+    in_flight: deque, fn: FlatFunction, store: Callable[[int, Flat], None]
+) -> None:
+    """After a failure: cancel what has not started, keep what finishes."""
+    for _, (kind, handle) in in_flight:
+        if kind != "cached":
+            handle.cancel()
+    for k, (kind, handle) in in_flight:
+        if kind == "cached" or handle.cancelled():
+            continue
+        try:
+            result = handle.result()
+        except BaseException:
+            continue
+        store(k, fn.extract(result) if kind == "dask" else result)
+
+
+def _annotate(exc: BaseException, plan: Plan, k: int) -> None:
+    note = f"(tess_ad: raised by finite-difference evaluation {k + 1} of {plan.size}, where {plan.describe(k)})"
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+# --------------------------------------------------------------------------
+# dask: what travels to the workers
+# --------------------------------------------------------------------------
+
+_WORKER_CLIENTS: dict[tuple[str, str], Any] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def remote_target(tesseract: Any) -> tuple[str, str] | None:
+    """A picklable description of a Tesseract client: ``("url", url)`` or ``("api", path)``."""
+    client = getattr(tesseract, "_client", None)
+    url = getattr(client, "url", None)
+    if isinstance(url, str):
+        return ("url", url)
+    module = getattr(client, "api_module", None)
+    path = getattr(module, "__file__", None)
+    if isinstance(path, str):
+        return ("api", path)
+    return None
+
+
+def remote_apply(target: tuple[str, str], inputs: Mapping[str, Any]) -> dict:
+    """Run ``apply`` on a dask worker; the client is created once per worker process."""
+    with _WORKER_LOCK:
+        client = _WORKER_CLIENTS.get(target)
+        if client is None:
+            from tesseract_core import Tesseract
+
+            kind, where = target
+            client = (
+                Tesseract.from_url(where)
+                if kind == "url"
+                else Tesseract.from_tesseract_api(where)
+            )
+            _WORKER_CLIENTS[target] = client
+    out = client.apply(dict(inputs))
+    return _plain(out)
+
+
+def _plain(tree: Any) -> Any:
+    """Results as plain dicts, lists and NumPy arrays (cheap to send back)."""
+    if isinstance(tree, Mapping):
+        return {k: _plain(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_plain(v) for v in tree]
+    if isinstance(tree, np.generic):
+        return np.asarray(tree)
+    return tree

@@ -1,0 +1,613 @@
+"""Finite-difference estimators as plans: which points to evaluate, then how to combine.
+
+An estimator here never calls anything. It returns a :class:`Plan`: a number
+of evaluation points (perturbed values of the differentiated input leaves,
+made on demand so a sweep over a large input never holds every point in
+memory) and a streaming ``accumulate``/``result`` pair that turns the outputs
+at those points into a Jacobian, JVP or VJP. The evaluation layer
+(``_evaluate.py``) decides how the points are evaluated: serially, on a thread
+pool, on a dask cluster, from an on-disk cache. So the client-side proxy and
+the server-side drop-in helpers share one implementation, and "parallel gives
+the same numbers as serial" holds by construction (outputs are accumulated in
+plan order whatever order they finish in).
+
+Costs, with ``n`` the number of differentiated input elements and one set of
+evaluations serving every output path at once:
+
+============  ==================  =========================  ================
+method        Jacobian            VJP                        JVP
+============  ==================  =========================  ================
+central       ``2n``              ``2n``                     ``2``
+forward       ``n + 1``           ``n + 1``                  ``1 + 1``
+stochastic    ``2 * num_samples`` ``2 * num_samples``        ``2`` (central)
+============  ==================  =========================  ================
+
+(tesseract-core's helpers re-run ``apply`` per input element *and* output
+path, ``2nm + 1`` for a central Jacobian.)
+
+Steps are scale-aware by default: element ``i`` moves by ``c * |x_i|``, with
+``c`` the cube root (central, stochastic) or square root (forward) of the
+machine epsilon of the leaf's dtype, which balances truncation against
+rounding error at every magnitude; an element equal to zero moves by ``c``
+times the median magnitude of its leaf's non-zero elements (``c`` if there
+are none). The difference quotient divides by the step actually taken,
+``(x + h) - (x - h)`` in the leaf's dtype, not by the nominal ``2h``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "FDNonFiniteError",
+    "Method",
+    "Plan",
+    "directional_step",
+    "jacobian_plan",
+    "jvp_plan",
+    "resolve_steps",
+    "validate_method",
+    "vjp_plan",
+]
+
+Method = Literal["central", "forward", "stochastic"]
+METHODS: tuple[str, ...] = ("central", "forward", "stochastic")
+
+Flat = dict[str, np.ndarray]
+EpsLike = float | Mapping[str, float] | None
+
+
+class FDNonFiniteError(FloatingPointError):
+    """An evaluated output turned NaN or Inf; names the output and perturbed input."""
+
+
+def validate_method(method: str) -> str:
+    """Check ``method`` is one of :data:`METHODS`; return it."""
+    if method not in METHODS:
+        raise ValueError(
+            f"unknown finite-difference method {method!r}; use one of "
+            f"{', '.join(repr(m) for m in METHODS)}"
+        )
+    return method
+
+
+def _relative_factor(dtype: np.dtype, method: str) -> float:
+    dtype = np.dtype(dtype)
+    eps = float(np.finfo(dtype if dtype.kind in "fc" else np.float64).eps)
+    return eps ** (0.5 if method == "forward" else 1.0 / 3.0)
+
+
+def _scale_aware(x: np.ndarray, factor: float) -> np.ndarray:
+    mag = np.abs(x.astype(np.float64))
+    nonzero = mag[mag > 0]
+    typical = float(np.median(nonzero)) if nonzero.size else 1.0
+    return factor * np.where(mag > 0, mag, typical)
+
+
+def resolve_steps(
+    x: Mapping[str, np.ndarray],
+    method: str,
+    eps: EpsLike = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-element step sizes for every differentiated leaf.
+
+    Args:
+        x: ``path -> array`` of the differentiated input leaves.
+        method: ``"central"``, ``"forward"`` or ``"stochastic"``.
+        eps: ``None`` for scale-aware steps; a positive float for one absolute
+            step everywhere (tesseract-core's convention); or a mapping
+            ``path -> positive float`` giving absolute steps for some paths
+            (the others stay scale-aware).
+        dtypes: The dtype each leaf is computed in (default: the array's).
+
+    Returns:
+        ``path -> array`` of positive steps with the shape of each leaf.
+
+    Raises:
+        ValueError: For an unknown method, a non-positive or non-finite step,
+            or an ``eps`` mapping that names a path not being differentiated.
+    """
+    validate_method(method)
+    if isinstance(eps, Mapping):
+        unknown = sorted(set(eps) - set(x))
+        if unknown:
+            raise ValueError(
+                f"eps names input path(s) that are not being differentiated: "
+                f"{', '.join(map(repr, unknown))}; differentiated paths are "
+                f"{', '.join(map(repr, x)) or '(none)'}"
+            )
+        absolute = {p: _check_eps(v, f"eps[{p!r}]") for p, v in eps.items()}
+    elif eps is not None:
+        step = _check_eps(eps, "eps")
+        absolute = dict.fromkeys(x, step)
+    else:
+        absolute = {}
+    steps = {}
+    for path, value in x.items():
+        arr = np.asarray(value)
+        if path in absolute:
+            steps[path] = np.full(arr.shape, absolute[path])
+        else:
+            dtype = (dtypes or {}).get(path, arr.dtype)
+            steps[path] = _scale_aware(arr, _relative_factor(dtype, method))
+    return steps
+
+
+def _check_eps(value: Any, name: str) -> float:
+    try:
+        step = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not np.isfinite(step) or step <= 0:
+        raise ValueError(f"{name} must be a positive finite step, got {value!r}")
+    return step
+
+
+def directional_step(
+    x: Mapping[str, np.ndarray],
+    direction: Mapping[str, np.ndarray],
+    dtypes: Sequence[np.dtype] = (),
+    method: str = "central",
+) -> float:
+    """A scalar step ``h`` for a difference along a direction ``t``: ``f(x +- h t)``.
+
+    Chosen so the perturbation ``h t`` has about ``c`` times the size of the
+    inputs it moves (root-mean-square over the elements where ``t`` is
+    non-zero), ``c`` as in :func:`resolve_steps` for the least precise dtype.
+    A zero direction gives ``0.0`` (nothing to evaluate).
+    """
+    factor = max(
+        [_relative_factor(np.dtype(d), method) for d in dtypes]
+        or [_relative_factor(np.float64, method)]
+    )
+    t_sq = 0.0
+    x_sq = 0.0
+    count = 0
+    for path, t in direction.items():
+        t = np.asarray(t, dtype=np.float64)
+        mask = t != 0
+        if not mask.any():
+            continue
+        xv = np.broadcast_to(np.abs(np.asarray(x[path], dtype=np.float64)), t.shape)
+        t_sq += float(np.sum(t[mask] ** 2))
+        x_sq += float(np.sum(_scale_aware(xv, 1.0)[mask] ** 2))
+        count += int(mask.sum())
+    if count == 0:
+        return 0.0
+    return factor * float(np.sqrt(x_sq / t_sq))
+
+
+# --------------------------------------------------------------------------
+# Plans
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Element:
+    path: str
+    index: tuple[int, ...]
+
+
+class Plan:
+    """Points to evaluate and how to combine their outputs.
+
+    Attributes:
+        size: Number of evaluations.
+        needs_base: Whether evaluation 0 is the unperturbed base point (forward).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        point: Callable[[int], Flat],
+        describe: Callable[[int], str],
+        accumulate: Callable[[int, Flat], None],
+        result: Callable[[], Any],
+    ) -> None:
+        self.size = size
+        self._point = point
+        self._describe = describe
+        self._accumulate = accumulate
+        self._result = result
+        self._done = 0
+
+    def point(self, k: int) -> Flat:
+        """Perturbed values (``path -> array``) of the differentiated leaves at evaluation ``k``."""
+        return self._point(k)
+
+    def describe(self, k: int) -> str:
+        """Which input evaluation ``k`` perturbs, for error messages."""
+        return self._describe(k)
+
+    def accumulate(self, k: int, outputs: Flat) -> None:
+        """Fold the outputs of evaluation ``k`` in; must be called in order ``k = 0, 1, ...``."""
+        if k != self._done:
+            raise RuntimeError(
+                f"plan outputs must be accumulated in order: got {k}, expected {self._done}"
+            )
+        for out_path, value in outputs.items():
+            arr = np.asarray(value)
+            if not np.all(np.isfinite(arr)):
+                raise FDNonFiniteError(
+                    f"finite differences: output {out_path!r} is not finite "
+                    f"(NaN or Inf) when {self.describe(k)}. The Tesseract is not "
+                    "defined there: use a smaller step (eps=...) or move the point."
+                )
+        self._accumulate(k, outputs)
+        self._done += 1
+
+    def result(self) -> Any:
+        """The estimate, once every evaluation has been accumulated."""
+        if self._done != self.size:
+            raise RuntimeError(
+                f"plan has {self.size} evaluations, only {self._done} accumulated"
+            )
+        return self._result()
+
+
+def _elements(x: Mapping[str, np.ndarray]) -> list[_Element]:
+    return [_Element(p, idx) for p, v in x.items() for idx in np.ndindex(np.shape(v))]
+
+
+def _perturb(
+    x: Mapping[str, np.ndarray], path: str, index: tuple[int, ...], delta: float
+) -> Flat:
+    arr = np.array(x[path], copy=True)
+    arr[index] = arr[index] + delta
+    return {path: arr}
+
+
+def _element_name(e: _Element) -> str:
+    return (
+        f"input {e.path!r}"
+        + (f" element {list(e.index)}" if e.index else "")
+        + " is perturbed"
+    )
+
+
+def _actual(x: np.ndarray, index: tuple, delta: float) -> float:
+    """The step really taken in ``x``'s dtype: ``(x + delta) - x``."""
+    v = np.asarray(x)[index]
+    return float(
+        np.asarray(v + np.asarray(delta, dtype=v.dtype), dtype=v.dtype).astype(
+            np.float64
+        )
+        - float(v)
+    )
+
+
+def _rademacher(rng: np.random.Generator, x: Mapping[str, np.ndarray]) -> Flat:
+    return {
+        p: rng.choice(np.array([-1.0, 1.0]), size=np.shape(v)) for p, v in x.items()
+    }
+
+
+def _default_samples(n: int) -> int:
+    return max(10, int(np.sqrt(n)))
+
+
+def _check_samples(num_samples: int | None, n: int) -> int:
+    if num_samples is None:
+        return _default_samples(n)
+    if (
+        isinstance(num_samples, bool)
+        or not isinstance(num_samples, int | np.integer)
+        or num_samples < 1
+    ):
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    return int(num_samples)
+
+
+def jacobian_plan(
+    x: Mapping[str, np.ndarray],
+    steps: Mapping[str, np.ndarray],
+    out_paths: Sequence[str],
+    *,
+    method: str = "central",
+    num_samples: int | None = None,
+    seed: int | None = None,
+    out_dtypes: Mapping[str, np.dtype] | None = None,
+) -> Plan:
+    """Plan the Jacobian ``{out: {in: array(*out_shape, *in_shape)}}``.
+
+    Args:
+        x: ``path -> array`` of the differentiated inputs at the base point.
+        steps: Per-element steps from :func:`resolve_steps`.
+        out_paths: Output paths to differentiate (all served by the same points).
+        method: ``"central"``, ``"forward"`` or ``"stochastic"``.
+        num_samples: SPSA samples (default ``max(10, sqrt(n))``).
+        seed: SPSA seed.
+        out_dtypes: dtype of each output's Jacobian blocks (default float64).
+    """
+    return _linear_plan(
+        x, steps, out_paths, None, method, num_samples, seed, out_dtypes
+    )
+
+
+def vjp_plan(
+    x: Mapping[str, np.ndarray],
+    steps: Mapping[str, np.ndarray],
+    cotangent: Mapping[str, np.ndarray],
+    *,
+    method: str = "central",
+    num_samples: int | None = None,
+    seed: int | None = None,
+) -> Plan:
+    """Plan the VJP ``{in: sum_out ct[out] . J[out, in]}`` (keys of ``cotangent`` are the outputs)."""
+    return _linear_plan(
+        x, steps, list(cotangent), cotangent, method, num_samples, seed, None
+    )
+
+
+def _linear_plan(
+    x: Mapping[str, np.ndarray],
+    steps: Mapping[str, np.ndarray],
+    out_paths: Sequence[str],
+    cotangent: Mapping[str, np.ndarray] | None,
+    method: str,
+    num_samples: int | None,
+    seed: int | None,
+    out_dtypes: Mapping[str, np.dtype] | None,
+) -> Plan:
+    validate_method(method)
+    x = {p: np.asarray(v) for p, v in x.items()}
+    elements = _elements(x)
+    n = len(elements)
+    ct = (
+        None
+        if cotangent is None
+        else {o: np.asarray(c, dtype=np.float64) for o, c in cotangent.items()}
+    )
+    blocks: dict[str, dict[str, np.ndarray]] = {}
+    vjp = {p: np.zeros(v.shape) for p, v in x.items()}
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def block(o: str, p: str, out_shape: tuple[int, ...]) -> np.ndarray:
+        by_in = blocks.setdefault(o, {})
+        if p not in by_in:
+            by_in[p] = np.zeros((*out_shape, *x[p].shape))
+        return by_in[p]
+
+    def fold(out: Flat, e: _Element, scale: float) -> None:
+        # add `scale * out` as column e of the Jacobian (or contract into the VJP)
+        for o in out_paths:
+            val = np.asarray(out[o], dtype=np.float64)
+            shapes.setdefault(o, val.shape)
+            if ct is None:
+                block(o, e.path, val.shape)[(..., *e.index)] += scale * val
+            else:
+                vjp[e.path][e.index] += scale * float(np.sum(ct[o] * val))
+
+    def finish() -> Any:
+        if ct is not None:
+            return vjp
+        dtypes = out_dtypes or {}
+        return {
+            o: {
+                p: block(o, p, shapes.get(o, ())).astype(
+                    dtypes.get(o, np.float64), copy=False
+                )
+                for p in x
+            }
+            for o in out_paths
+        }
+
+    if method == "stochastic":
+        samples = _check_samples(num_samples, n)
+        if samples < n:
+            return _spsa_plan(x, steps, samples, seed, fold, finish)
+        method = (
+            "central"  # as many samples as elements: central is exact and no dearer
+        )
+
+    if method == "central":
+        actual = [
+            (
+                _actual(x[e.path], e.index, steps[e.path][e.index]),
+                _actual(x[e.path], e.index, -steps[e.path][e.index]),
+            )
+            for e in elements
+        ]
+
+        def point(k: int) -> Flat:
+            e = elements[k // 2]
+            h = steps[e.path][e.index]
+            return _perturb(x, e.path, e.index, h if k % 2 == 0 else -h)
+
+        def accumulate(k: int, out: Flat) -> None:
+            up, down = actual[k // 2]
+            fold(out, elements[k // 2], (1.0 if k % 2 == 0 else -1.0) / (up - down))
+
+        return Plan(
+            2 * n, point, lambda k: _element_name(elements[k // 2]), accumulate, finish
+        )
+
+    # forward: evaluation 0 is the base point, shared by every element
+    base: dict[str, Flat] = {}
+
+    def point_fwd(k: int) -> Flat:
+        if k == 0:
+            return {}
+        e = elements[k - 1]
+        return _perturb(x, e.path, e.index, steps[e.path][e.index])
+
+    def accumulate_fwd(k: int, out: Flat) -> None:
+        if k == 0:
+            base["out"] = {o: np.asarray(out[o], dtype=np.float64) for o in out_paths}
+            return
+        e = elements[k - 1]
+        h = _actual(x[e.path], e.index, steps[e.path][e.index])
+        diff = {
+            o: np.asarray(out[o], dtype=np.float64) - base["out"][o] for o in out_paths
+        }
+        fold(diff, e, 1.0 / h)
+
+    def describe_fwd(k: int) -> str:
+        return (
+            "the base point is evaluated" if k == 0 else _element_name(elements[k - 1])
+        )
+
+    plan = Plan(n + 1, point_fwd, describe_fwd, accumulate_fwd, finish)
+    plan.needs_base = True  # type: ignore[attr-defined]
+    return plan
+
+
+def _spsa_plan(
+    x: Mapping[str, np.ndarray],
+    steps: Mapping[str, np.ndarray],
+    samples: int,
+    seed: int | None,
+    fold_element: Callable[[Flat, _Element, float], None],
+    finish: Callable[[], Any],
+) -> Plan:
+    """Simultaneous perturbation: all elements move at once along random signs.
+
+    Each sample evaluates ``x + h*d`` and ``x - h*d`` for a Rademacher ``d``;
+    element ``i`` of the estimate is ``(f+ - f-) / (x+_i - x-_i)``, averaged
+    over samples. Unbiased to ``O(h^2)`` since ``E[d_i d_j] = 0`` for ``i != j``.
+    The directions are drawn up front from ``numpy.random.default_rng(seed)``,
+    so a seed gives the same estimate in any evaluation order.
+    """
+    rng = np.random.default_rng(seed)
+    directions = [_rademacher(rng, x) for _ in range(samples)]
+    elements = _elements(x)
+    pending: dict[int, Flat] = {}
+
+    def shifted(s: int, sign: float) -> Flat:
+        return {
+            p: (
+                x[p] + np.asarray(sign * steps[p] * directions[s][p], dtype=np.float64)
+            ).astype(x[p].dtype)
+            for p in x
+        }
+
+    def point(k: int) -> Flat:
+        return shifted(k // 2, 1.0 if k % 2 == 0 else -1.0)
+
+    def accumulate(k: int, out: Flat) -> None:
+        s = k // 2
+        if k % 2 == 0:
+            pending[s] = {o: np.asarray(v, dtype=np.float64) for o, v in out.items()}
+            return
+        plus = pending.pop(s)
+        diff = {o: plus[o] - np.asarray(out[o], dtype=np.float64) for o in plus}
+        up, down = shifted(s, 1.0), shifted(s, -1.0)
+        for e in elements:
+            actual = float(up[e.path][e.index]) - float(down[e.path][e.index])
+            fold_element(diff, e, 1.0 / (actual * samples))
+
+    return Plan(
+        2 * samples,
+        point,
+        lambda k: (
+            f"all differentiated inputs are perturbed together (SPSA sample {k // 2})"
+        ),
+        accumulate,
+        finish,
+    )
+
+
+def jvp_plan(
+    x: Mapping[str, np.ndarray],
+    tangent: Mapping[str, np.ndarray],
+    out_paths: Sequence[str],
+    *,
+    method: str = "central",
+    eps: EpsLike = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
+) -> Plan:
+    """Plan the JVP ``{out: sum_in J[out, in] . t[in]}`` as one directional difference.
+
+    Central (and stochastic, which gains nothing for a JVP) evaluates
+    ``f(x + h t)`` and ``f(x - h t)``; forward evaluates the base and ``f(x + h t)``.
+    The scalar ``h`` comes from :func:`directional_step`, or is ``eps`` when an
+    absolute step is given (a per-path mapping must then agree on one value
+    for the paths the tangent moves, since one direction has one step).
+    """
+    validate_method(method)
+    x = {p: np.asarray(v) for p, v in x.items()}
+    t = {
+        p: np.asarray(tangent.get(p, np.zeros(np.shape(v))), dtype=np.float64)
+        for p, v in x.items()
+    }
+    central = method != "forward"
+    if eps is None:
+        h = directional_step(
+            x,
+            t,
+            [np.dtype((dtypes or {}).get(p, x[p].dtype)) for p in x],
+            "central" if central else "forward",
+        )
+    else:
+        moved = [p for p in x if np.any(t[p] != 0)]
+        steps = resolve_steps(
+            {p: x[p] for p in moved},
+            method,
+            eps
+            if not isinstance(eps, Mapping)
+            else {p: eps[p] for p in moved if p in eps},
+        )
+        values = {float(steps[p].flat[0]) for p in moved if steps[p].size}
+        if isinstance(eps, Mapping) and (len(values) > 1 or set(moved) - set(eps)):
+            raise ValueError(
+                "a JVP moves all inputs along one direction with one step; give eps "
+                "as a single float, or the same value for every path with a non-zero tangent"
+            )
+        h = values.pop() if values else 0.0
+    result: dict[str, np.ndarray] = {}
+    if h == 0.0:
+        # zero tangent: the JVP is zero, but output shapes still need one evaluation
+        def point0(k: int) -> Flat:
+            return {}
+
+        def acc0(k: int, out: Flat) -> None:
+            for o in out_paths:
+                result[o] = np.zeros(np.shape(out[o]))
+
+        return Plan(
+            1, point0, lambda k: "the base point is evaluated", acc0, lambda: result
+        )
+
+    def shifted(sign: float) -> Flat:
+        return {
+            p: (x[p] + sign * h * t[p]).astype(x[p].dtype)
+            for p in x
+            if np.any(t[p] != 0)
+        }
+
+    outs: list[Flat] = []
+    signs = (1.0, -1.0) if central else (1.0, 0.0)
+
+    def point(k: int) -> Flat:
+        return shifted(signs[k]) if signs[k] != 0.0 else {}
+
+    def accumulate(k: int, out: Flat) -> None:
+        outs.append({o: np.asarray(out[o], dtype=np.float64) for o in out_paths})
+
+    def finish() -> dict[str, np.ndarray]:
+        # divide by the directional step actually taken, measured on the largest component
+        up, down = (
+            shifted(signs[0]),
+            (shifted(signs[1]) if signs[1] != 0.0 else {p: x[p] for p in shifted(1.0)}),
+        )
+        p_max = max(up, key=lambda p: float(np.max(np.abs(t[p]))))
+        i_max = np.unravel_index(int(np.argmax(np.abs(t[p_max]))), t[p_max].shape)
+        taken = (float(up[p_max][i_max]) - float(down[p_max][i_max])) / float(
+            t[p_max][i_max]
+        )
+        return {o: (outs[0][o] - outs[1][o]) / taken for o in out_paths}
+
+    describe = "the inputs are perturbed along the tangent"
+    return Plan(
+        2,
+        point,
+        lambda k: describe if signs[k] != 0.0 else "the base point is evaluated",
+        accumulate,
+        finish,
+    )

@@ -1,0 +1,425 @@
+"""``with_finite_differences``: give any Tesseract gradient endpoints, client-side.
+
+The proxy has the client interface of ``tesseract_core.Tesseract`` (``apply``,
+``jacobian``, ``jacobian_vector_product``, ``vector_jacobian_product``,
+``abstract_eval`` when the wrapped client has it, ``openapi_schema``,
+``available_endpoints``), so the JAX and PyTorch adapters, and any other code
+written against a Tesseract, take it unchanged. Its gradient endpoints are
+finite differences of the wrapped client's ``apply``, planned by ``_fd`` and
+evaluated by ``_evaluate`` (serially, on an executor or a dask cluster, with
+an optional on-disk cache). Nothing runs on the server side, so this works for
+Tesseracts that ship nothing but ``apply``.
+
+Bad arguments (unknown method, non-positive step, a step for a path that is
+not differentiated, ``num_samples < 1``, an unwritable cache) are refused when
+the proxy is made, before any Tesseract call.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._cache import EvaluationCache
+from ._evaluate import FlatFunction, remote_apply, remote_target, run_plan
+from ._fd import (
+    EpsLike,
+    _check_eps,
+    _check_samples,
+    jacobian_plan,
+    jvp_plan,
+    resolve_steps,
+    validate_method,
+    vjp_plan,
+)
+from ._paths import get_at_path
+from ._schema import FlatTree, SchemaError, TesseractSchema, as_numpy, tesseract_schema
+
+__all__ = ["FiniteDifferenceTesseract", "with_finite_differences"]
+
+GRADIENT_ENDPOINTS = ("jacobian", "jacobian_vector_product", "vector_jacobian_product")
+
+
+class FiniteDifferenceTesseract:
+    """A Tesseract client whose gradient endpoints are finite differences of ``apply``.
+
+    Made by :func:`with_finite_differences`; see there for the arguments.
+    """
+
+    def __init__(
+        self,
+        tesseract: Any,
+        *,
+        method: str = "central",
+        eps: EpsLike = None,
+        num_samples: int | None = None,
+        seed: int | None = None,
+        executor: Any = None,
+        progress: bool = False,
+        cache: str | os.PathLike | None = None,
+    ) -> None:
+        if not callable(getattr(tesseract, "apply", None)):
+            raise TypeError(
+                f"with_finite_differences expects a Tesseract client with an apply "
+                f"method, got {type(tesseract).__name__}. Create one with "
+                "Tesseract.from_tesseract_api(...) or Tesseract.from_url(...)."
+            )
+        self.method = validate_method(method)
+        if isinstance(eps, Mapping):
+            for path, value in eps.items():
+                _check_eps(value, f"eps[{path!r}]")
+        elif eps is not None:
+            _check_eps(eps, "eps")
+        if num_samples is not None:
+            _check_samples(num_samples, 1)
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
+                f"got {type(executor).__name__}"
+            )
+        self.wrapped = tesseract
+        self.eps = eps
+        self.num_samples = num_samples
+        self.seed = seed
+        self.executor = executor
+        self.progress = bool(progress)
+
+        base = tesseract_schema(tesseract)
+        self.tess_ad_schema = TesseractSchema(
+            base.inputs, base.outputs, base.endpoints | frozenset(GRADIENT_ENDPOINTS)
+        )
+        self._validate_eps_paths(base)
+        schema = copy.deepcopy(tesseract.openapi_schema)
+        for name in GRADIENT_ENDPOINTS:
+            schema.setdefault("paths", {}).setdefault(
+                f"/{name}",
+                {"post": {"summary": f"{name} by finite differences (tess_ad)"}},
+            )
+        self._openapi = schema
+        namespace = json.dumps(tesseract.openapi_schema["components"], sort_keys=True)
+        self.cache = EvaluationCache(cache, namespace) if cache is not None else None
+        self._remote = remote_target(tesseract)
+
+    def _validate_eps_paths(self, schema: TesseractSchema) -> None:
+        if not isinstance(self.eps, Mapping):
+            return
+        for path in self.eps:
+            if schema.inputs.differentiable_pattern(path) is None:
+                raise ValueError(
+                    f"eps names {path!r}, which is not a differentiable input of this "
+                    f"Tesseract; differentiable input patterns are "
+                    f"{', '.join(map(repr, schema.inputs.differentiable_arrays)) or '(none)'}"
+                )
+
+    # -- client interface ------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"with_finite_differences({self.wrapped!r}, method={self.method!r})"
+
+    @property
+    def openapi_schema(self) -> dict:
+        """The wrapped Tesseract's OpenAPI schema, with the gradient endpoints added."""
+        return self._openapi
+
+    @property
+    def available_endpoints(self) -> list[str]:
+        """The wrapped Tesseract's endpoints plus the three gradient endpoints."""
+        return [p.lstrip("/") for p in self._openapi["paths"]]
+
+    def __getattr__(self, name: str) -> Any:
+        # abstract_eval (and health, etc.) only when the wrapped client serves them
+        if name.startswith("_") or name in ("wrapped", "tess_ad_schema"):
+            raise AttributeError(name)
+        if (
+            name == "abstract_eval"
+            and "abstract_eval" not in tesseract_schema(self.wrapped).endpoints
+        ):
+            raise AttributeError(
+                "the wrapped Tesseract has no abstract_eval endpoint, so neither has this proxy"
+            )
+        return getattr(self.wrapped, name)
+
+    def apply(self, inputs: dict, run_id: str | None = None) -> dict:
+        """Run the wrapped Tesseract's ``apply``."""
+        if run_id is None:
+            return self.wrapped.apply(inputs)
+        return self.wrapped.apply(inputs, run_id=run_id)
+
+    def jacobian(
+        self,
+        inputs: dict,
+        jac_inputs: Sequence[str],
+        jac_outputs: Sequence[str],
+        run_id: str | None = None,
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Jacobian ``{out: {in: array(*out_shape, *in_shape)}}`` by finite differences."""
+        flat, x, dtypes = self._prepare(inputs, jac_inputs)
+        out_dtypes = self._output_dtypes(jac_outputs)
+        steps = resolve_steps(x, self.method, self._eps_for(x), dtypes)
+        plan = jacobian_plan(
+            x,
+            steps,
+            list(jac_outputs),
+            method=self.method,
+            num_samples=self.num_samples,
+            seed=self.seed,
+        )
+        result = self._run(plan, flat, jac_outputs, "jacobian")
+        return {
+            o: {
+                p: blk.astype(np.result_type(out_dtypes[o], dtypes[p]), copy=False)
+                for p, blk in row.items()
+            }
+            for o, row in result.items()
+        }
+
+    def vector_jacobian_product(
+        self,
+        inputs: dict,
+        vjp_inputs: Sequence[str],
+        vjp_outputs: Sequence[str],
+        cotangent_vector: Mapping[str, Any],
+        run_id: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """VJP ``{in: sum_out ct[out] . J[out, in]}`` by finite differences."""
+        flat, x, dtypes = self._prepare(inputs, vjp_inputs)
+        self._output_dtypes(vjp_outputs)
+        missing = [o for o in vjp_outputs if o not in cotangent_vector]
+        if missing:
+            raise ValueError(f"cotangent_vector has no value for output(s) {missing}")
+        ct = {o: as_numpy(cotangent_vector[o], np.float64) for o in vjp_outputs}
+        steps = resolve_steps(x, self.method, self._eps_for(x), dtypes)
+        plan = vjp_plan(
+            x,
+            steps,
+            ct,
+            method=self.method,
+            num_samples=self.num_samples,
+            seed=self.seed,
+        )
+        result = self._run(
+            plan, flat, vjp_outputs, "vector_jacobian_product", expect=ct
+        )
+        return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
+
+    def jacobian_vector_product(
+        self,
+        inputs: dict,
+        jvp_inputs: Sequence[str],
+        jvp_outputs: Sequence[str],
+        tangent_vector: Mapping[str, Any],
+        run_id: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """JVP ``{out: sum_in J[out, in] . t[in]}`` by one directional difference."""
+        flat, x, dtypes = self._prepare(inputs, jvp_inputs)
+        out_dtypes = self._output_dtypes(jvp_outputs)
+        tangent = {}
+        for p in jvp_inputs:
+            if p not in tangent_vector:
+                raise ValueError(f"tangent_vector has no value for input {p!r}")
+            t = as_numpy(tangent_vector[p], np.float64)
+            if t.shape != x[p].shape:
+                raise ValueError(
+                    f"tangent for input {p!r} has shape {t.shape}, expected {x[p].shape}"
+                )
+            tangent[p] = t
+        plan = jvp_plan(
+            x,
+            tangent,
+            list(jvp_outputs),
+            method=self.method,
+            eps=self._eps_for(x),
+            dtypes=dtypes,
+        )
+        result = self._run(plan, flat, jvp_outputs, "jacobian_vector_product")
+        return {o: v.astype(out_dtypes[o], copy=False) for o, v in result.items()}
+
+    # -- internals ---------------------------------------------------------------
+
+    def _eps_for(self, x: Mapping[str, np.ndarray]) -> EpsLike:
+        if isinstance(self.eps, Mapping):
+            return {p: v for p, v in self.eps.items() if p in x}
+        return self.eps
+
+    def _prepare(
+        self, inputs: dict, paths: Sequence[str]
+    ) -> tuple[FlatTree, dict[str, np.ndarray], dict[str, np.dtype]]:
+        if isinstance(paths, str):
+            raise TypeError(
+                f"input paths must be a list of paths, got the string {paths!r}"
+            )
+        flat = self.tess_ad_schema.inputs.flatten(inputs)
+        flat.check_paths(list(paths), "differentiated input")
+        x, dtypes = {}, {}
+        for p in paths:
+            leaf = flat[p]
+            if not leaf.differentiable:
+                raise SchemaError(
+                    f"input {p!r} is not marked Differentiable in the Tesseract's schema; "
+                    "only Differentiable inputs can be differentiated"
+                )
+            dtype = (
+                np.dtype(leaf.spec.dtype)
+                if leaf.spec is not None and leaf.spec.dtype
+                else leaf.dtype
+            )
+            dtypes[p] = dtype
+            x[p] = as_numpy(leaf.value, dtype)
+        return flat, x, dtypes
+
+    def _output_dtypes(self, out_paths: Sequence[str]) -> dict[str, np.dtype]:
+        if isinstance(out_paths, str):
+            raise TypeError(
+                f"output paths must be a list of paths, got the string {out_paths!r}"
+            )
+        outputs = self.tess_ad_schema.outputs
+        dtypes = {}
+        for o in out_paths:
+            pattern = outputs.differentiable_pattern(o)
+            if pattern is None:
+                raise SchemaError(
+                    f"output {o!r} is not a Differentiable output of this Tesseract; "
+                    f"differentiable outputs match {', '.join(map(repr, outputs.differentiable_arrays)) or '(none)'}"
+                )
+            dtypes[o] = np.dtype(
+                outputs.differentiable_arrays[pattern].dtype or np.float64
+            )
+        return dtypes
+
+    def _run(
+        self,
+        plan: Any,
+        flat: FlatTree,
+        out_paths: Sequence[str],
+        endpoint: str,
+        expect: Mapping[str, np.ndarray] | None = None,
+    ) -> Any:
+        def build(point: Mapping[str, np.ndarray]) -> Any:
+            return flat.unflatten(point)
+
+        def extract(outputs: Any) -> dict[str, np.ndarray]:
+            got = {}
+            for o in out_paths:
+                try:
+                    got[o] = np.asarray(get_at_path(outputs, o))
+                except KeyError:
+                    raise SchemaError(f"apply returned no output at {o!r}") from None
+                if expect is not None and np.shape(expect[o]) != got[o].shape:
+                    raise ValueError(
+                        f"cotangent for output {o!r} has shape {np.shape(expect[o])}, "
+                        f"but the output has shape {got[o].shape}"
+                    )
+            return got
+
+        cache_key = None
+        if self.cache is not None:
+            schema_inputs = self.tess_ad_schema.inputs
+            cache = self.cache
+
+            def cache_key(point: Mapping[str, np.ndarray]) -> str:
+                return cache.key(
+                    schema_inputs.flatten(build(point), check=False)
+                ) + _suffix(out_paths)
+
+        fn = FlatFunction(
+            build,
+            self.wrapped.apply,
+            extract,
+            cache_key=cache_key,
+            remote=(remote_apply, self._remote) if self._remote is not None else None,
+        )
+        return run_plan(
+            plan,
+            fn,
+            executor=self.executor,
+            progress=self.progress,
+            cache=self.cache,
+            description=f"{endpoint} ({self.method} differences)",
+        )
+
+
+def _suffix(out_paths: Sequence[str]) -> str:
+    return "-" + hashlib.sha256("\0".join(sorted(out_paths)).encode()).hexdigest()[:8]
+
+
+def with_finite_differences(
+    tesseract: Any,
+    *,
+    method: str = "central",
+    eps: EpsLike = None,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    executor: Any = None,
+    progress: bool = False,
+    cache: str | os.PathLike | None = None,
+) -> FiniteDifferenceTesseract:
+    """Wrap a Tesseract so its gradient endpoints are finite differences of ``apply``.
+
+    Works for any Tesseract, including one that ships only ``apply``. The
+    result has the client interface of ``tesseract_core.Tesseract`` and is
+    accepted by :func:`tess_ad.jax.apply_tesseract` and
+    :func:`tess_ad.torch.apply_tesseract` wherever a Tesseract is.
+
+    Cost per call (``n`` differentiated input elements, every output path
+    served by the same evaluations): ``jacobian`` and
+    ``vector_jacobian_product`` take ``2n`` apply calls (central), ``n + 1``
+    (forward) or ``2 * num_samples`` (stochastic); ``jacobian_vector_product``
+    takes 2.
+
+    Args:
+        tesseract: A ``tesseract_core.Tesseract`` (in-process or served).
+        method: ``"central"`` (accurate, default), ``"forward"`` (cheaper, less
+            accurate) or ``"stochastic"`` (SPSA with Rademacher directions:
+            unbiased estimates at a cost independent of the input size).
+        eps: ``None`` (default) for scale-aware steps, relative to each
+            element's magnitude and set from its dtype; a float for one
+            absolute step; or ``{path: step}`` for absolute steps on some
+            inputs (concrete paths such as ``"params.{alpha}"``).
+        num_samples: SPSA samples (default ``max(10, sqrt(n))``; with at least
+            ``n`` samples central differences are used, which are exact and no dearer).
+        seed: SPSA seed, for reproducible estimates.
+        executor: ``None`` (serial), a ``concurrent.futures.Executor`` (threads
+            suit a Tesseract served with several workers), or a
+            ``dask.distributed.Client`` (a served Tesseract's URL, or the path
+            of its ``tesseract_api.py``, travels to the workers). Results are
+            identical to serial evaluation.
+        progress: Show a progress bar of evaluations (tqdm).
+        cache: A directory that keeps every finished evaluation (``.npz``,
+            keyed by the Tesseract's schema and the inputs), so an interrupted
+            sweep resumes with only the missing calls. A changed simulator
+            behind the same schema needs a new directory.
+
+    Returns:
+        The proxy client.
+
+    Raises:
+        ValueError: Unknown method, non-positive step, ``num_samples < 1``, or
+            ``eps`` naming a path that is not a differentiable input.
+        TypeError: If ``tesseract`` is not a Tesseract client, or ``executor``
+            cannot ``submit``.
+        OSError: If ``cache`` cannot be written.
+
+    Example:
+        >>> from tesseract_core import Tesseract
+        >>> import tess_ad
+        >>> t = Tesseract.from_tesseract_api("examples/nested/tesseract_api.py")  # only apply
+        >>> fd = tess_ad.with_finite_differences(t)
+        >>> "vector_jacobian_product" in fd.available_endpoints
+        True
+    """
+    return FiniteDifferenceTesseract(
+        tesseract,
+        method=method,
+        eps=eps,
+        num_samples=num_samples,
+        seed=seed,
+        executor=executor,
+        progress=progress,
+        cache=cache,
+    )
