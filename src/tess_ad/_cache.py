@@ -64,10 +64,8 @@ class EvaluationCache:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(
-                dir=self.directory, prefix=".probe-", delete=True
-            )
-            probe.close()
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".probe-"):
+                pass
         except OSError as exc:
             raise OSError(
                 f"cache directory {str(self.directory)!r} is not writable ({exc.strerror or exc}); "
