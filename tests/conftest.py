@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from helpers import EXAMPLE_NAMES, Server, example_api
 
 # Before jax is imported anywhere: float64 is the reference precision of the tests.

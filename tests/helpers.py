@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _runtime_command() -> str:
+    """The ``tesseract-runtime`` script of this interpreter's environment."""
+    beside = Path(sys.executable).parent / "tesseract-runtime"
+    return (
+        str(beside)
+        if beside.exists()
+        else (shutil.which("tesseract-runtime") or "tesseract-runtime")
+    )
+
+
 class Server:
     """A real ``tesseract-runtime serve`` process on a free loopback port.
 
@@ -48,7 +59,7 @@ class Server:
     """
 
     def __init__(self, api_path: Path, num_workers: int = 1, port: int | None = None):
-        self.api_path = Path(api_path)
+        self.api_path = Path(api_path).resolve()
         self.num_workers = num_workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,15 +69,23 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         env = dict(os.environ, TESSERACT_API_PATH=str(self.api_path))
         self._log = open(  # noqa: SIM115 - closed in stop()
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"tess_ad_serve_{self.port}.log", "w+"
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"tess_ad_serve_{self.port}.log",
+            "w+",
         )
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "tesseract_core.runtime.cli", "serve",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--num-workers", str(self.num_workers),
+                _runtime_command(),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num-workers",
+                str(self.num_workers),
             ],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             cwd=os.environ.get("TMPDIR", "/tmp"),
         )
         deadline = time.monotonic() + timeout
@@ -80,7 +99,9 @@ class Server:
                 time.sleep(0.2)
         output = self.output()
         self.stop()
-        raise RuntimeError(f"tesseract-runtime serve did not start for {self.api_path}:\n{output}")
+        raise RuntimeError(
+            f"tesseract-runtime serve did not start for {self.api_path}:\n{output}"
+        )
 
     def output(self) -> str:
         if self._log is None:
@@ -106,7 +127,13 @@ class Spy:
     so the numbers are the calls that really reached the Tesseract.
     """
 
-    METHODS = ("apply", "jacobian", "jacobian_vector_product", "vector_jacobian_product", "abstract_eval")
+    METHODS = (
+        "apply",
+        "jacobian",
+        "jacobian_vector_product",
+        "vector_jacobian_product",
+        "abstract_eval",
+    )
 
     def __init__(self, client: Any):
         self.client = client
@@ -125,6 +152,7 @@ class Spy:
             self.calls[name] += 1
             self.args[name].append((args, kwargs))
             return orig(*args, **kwargs)
+
         return wrapper
 
     def reset(self) -> None:
@@ -146,22 +174,28 @@ class Spy:
         self.restore()
 
 
-def assert_trees_close(actual: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 0.0, path: str = "") -> None:
+def assert_trees_close(
+    actual: Any, expected: Any, *, rtol: float = 1e-7, atol: float = 0.0, path: str = ""
+) -> None:
     """Compare nested trees leaf by leaf; the failure names every failing leaf path."""
     failures: list[str] = []
 
     def walk(a, e, p):
         if isinstance(e, Mapping):
             if not isinstance(a, Mapping) or set(a) != set(e):
-                failures.append(f"{p or '<root>'}: keys {sorted(a) if isinstance(a, Mapping) else type(a)} != {sorted(e)}")
+                failures.append(
+                    f"{p or '<root>'}: keys {sorted(a) if isinstance(a, Mapping) else type(a)} != {sorted(e)}"
+                )
                 return
             for k in e:
                 walk(a[k], e[k], f"{p}.{k}" if p else str(k))
         elif isinstance(e, list | tuple):
             if not isinstance(a, list | tuple) or len(a) != len(e):
-                failures.append(f"{p}: length/type mismatch {type(a).__name__} vs {type(e).__name__}")
+                failures.append(
+                    f"{p}: length/type mismatch {type(a).__name__} vs {type(e).__name__}"
+                )
                 return
-            for i, (x, y) in enumerate(zip(a, e)):
+            for i, (x, y) in enumerate(zip(a, e, strict=False)):
                 walk(x, y, f"{p}.[{i}]")
         elif isinstance(e, str | bool | int) and not isinstance(e, np.generic):
             if a != e:
@@ -172,7 +206,9 @@ def assert_trees_close(actual: Any, expected: Any, *, rtol: float = 1e-7, atol: 
                 failures.append(f"{p}: shape {a_arr.shape} != {e_arr.shape}")
             elif not np.allclose(a_arr, e_arr, rtol=rtol, atol=atol, equal_nan=True):
                 err = np.max(np.abs(a_arr - e_arr))
-                failures.append(f"{p}: max abs err {err:.3e} (rtol={rtol}, atol={atol})\n  got {a_arr}\n  want {e_arr}")
+                failures.append(
+                    f"{p}: max abs err {err:.3e} (rtol={rtol}, atol={atol})\n  got {a_arr}\n  want {e_arr}"
+                )
 
     walk(actual, expected, path)
     if failures:

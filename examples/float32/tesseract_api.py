@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-
 from tesseract_core.runtime import Array, Differentiable, Float32, ShapeDType
 
 

@@ -1,4 +1,4 @@
-"""Volumetric-mesh statistics with gradients from finite differences.
+"""Volumetric-mesh statistics with gradients from finite differences (tess_ad's drop-in helpers).
 
 The Tesseract only knows how to compute its outputs; its gradient endpoints
 are finite differences of ``apply``. The algorithm is chosen per call with the
@@ -13,16 +13,16 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
-
 from tesseract_core.runtime import Array, Differentiable, Float64, Int32, ShapeDType
-from tesseract_core.runtime.experimental import (
+
+from tess_ad import (
     finite_difference_jacobian,
     finite_difference_jvp,
     finite_difference_vjp,
 )
 
 FDAlgorithm = Literal["central", "forward", "stochastic"]
-FD_STEP = 1e-6
+FD_STEP = None  # scale-aware steps (tess_ad default); a float gives an absolute step
 
 
 class VolumetricMeshData(BaseModel):
@@ -45,7 +45,9 @@ class VolumetricMeshData(BaseModel):
         if not isinstance(self.num_points_per_cell, np.ndarray):
             return self  # abstract evaluation: shapes only
         if len(self.num_points_per_cell) != self.n_cells:
-            raise ValueError(f"num_points_per_cell must have n_cells={self.n_cells} entries")
+            raise ValueError(
+                f"num_points_per_cell must have n_cells={self.n_cells} entries"
+            )
         expected = int(np.sum(self.num_points_per_cell))
         if len(self.cell_connectivity) != expected:
             raise ValueError(f"cell_connectivity must have {expected} entries")
@@ -55,7 +57,8 @@ class VolumetricMeshData(BaseModel):
 class InputSchema(BaseModel):
     mesh: VolumetricMeshData = Field(description="The mesh to summarise.")
     fd_algorithm: FDAlgorithm = Field(
-        default="central", description="Finite-difference algorithm of the gradient endpoints."
+        default="central",
+        description="Finite-difference algorithm of the gradient endpoints.",
     )
 
 
@@ -86,7 +89,12 @@ def abstract_eval(abstract_inputs):
 
 def jacobian(inputs: InputSchema, jac_inputs: set[str], jac_outputs: set[str]):
     return finite_difference_jacobian(
-        apply, inputs, jac_inputs, jac_outputs, algorithm=inputs.fd_algorithm, eps=FD_STEP
+        apply,
+        inputs,
+        jac_inputs,
+        jac_outputs,
+        algorithm=inputs.fd_algorithm,
+        eps=FD_STEP,
     )
 
 
@@ -97,8 +105,13 @@ def jacobian_vector_product(
     tangent_vector: dict[str, Any],
 ):
     return finite_difference_jvp(
-        apply, inputs, jvp_inputs, jvp_outputs, tangent_vector,
-        algorithm=inputs.fd_algorithm, eps=FD_STEP,
+        apply,
+        inputs,
+        jvp_inputs,
+        jvp_outputs,
+        tangent_vector,
+        algorithm=inputs.fd_algorithm,
+        eps=FD_STEP,
     )
 
 
@@ -109,6 +122,11 @@ def vector_jacobian_product(
     cotangent_vector: dict[str, Any],
 ):
     return finite_difference_vjp(
-        apply, inputs, vjp_inputs, vjp_outputs, cotangent_vector,
-        algorithm=inputs.fd_algorithm, eps=FD_STEP,
+        apply,
+        inputs,
+        vjp_inputs,
+        vjp_outputs,
+        cotangent_vector,
+        algorithm=inputs.fd_algorithm,
+        eps=FD_STEP,
     )

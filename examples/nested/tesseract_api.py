@@ -17,7 +17,6 @@ leaf the schema-leaf pytree has to handle:
 
 import numpy as np
 from pydantic import BaseModel, Field
-
 from tesseract_core.runtime import Array, Differentiable, Float64
 
 _ACTIVATIONS = {"tanh": np.tanh, "sin": np.sin, "identity": lambda v: v}

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-
 from tesseract_core.runtime import Array, Differentiable, Float64, ShapeDType
 
 
@@ -92,5 +91,9 @@ def vector_jacobian_product(
     full = _full_jacobian(inputs)
     vjp = np.zeros_like(inputs.x)
     for out in vjp_outputs:
-        vjp = vjp + np.tensordot(np.asarray(cotangent_vector[out]), full[out], axes=np.ndim(cotangent_vector[out]))
+        vjp = vjp + np.tensordot(
+            np.asarray(cotangent_vector[out]),
+            full[out],
+            axes=np.ndim(cotangent_vector[out]),
+        )
     return {"x": vjp}

@@ -5,6 +5,9 @@ schema-leaf pytree and the finite-difference machinery. The adapters live in
 ``tess_ad.jax`` and ``tess_ad.torch`` and are imported explicitly.
 """
 
+from ._dropin import finite_difference_jacobian as finite_difference_jacobian
+from ._dropin import finite_difference_jvp as finite_difference_jvp
+from ._dropin import finite_difference_vjp as finite_difference_vjp
 from ._endpoints import NoGradientRouteError as NoGradientRouteError
 from ._fd import FDNonFiniteError as FDNonFiniteError
 from ._proxy import with_finite_differences as with_finite_differences
@@ -29,6 +32,9 @@ __all__ = [
     "TesseractSchema",
     "TreeSchema",
     "as_numpy",
+    "finite_difference_jacobian",
+    "finite_difference_jvp",
+    "finite_difference_vjp",
     "tesseract_schema",
     "with_finite_differences",
 ]

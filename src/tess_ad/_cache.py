@@ -100,7 +100,7 @@ class EvaluationCache:
         if not file.exists():
             return None
         try:
-            with np.load(file, allow_pickle=False) as data:
+            with open(file, "rb") as fh, np.load(fh, allow_pickle=False) as data:
                 paths = [str(p) for p in data["paths"]]
                 arrays = [data[f"a{i}"] for i in range(len(paths))]
                 checksum = str(data["checksum"])

@@ -1,0 +1,171 @@
+"""The drop-in server-side helpers against tesseract-core's, on the meshstats Tesseract."""
+
+import re
+
+import numpy as np
+import pytest
+from helpers import assert_trees_close, example_api, example_inputs
+from tesseract_core.runtime.core import load_module_from_path
+from tesseract_core.runtime.experimental import (
+    finite_difference_jacobian as core_jacobian,
+)
+from tesseract_core.runtime.experimental import (
+    finite_difference_jvp as core_jvp,
+)
+from tesseract_core.runtime.experimental import (
+    finite_difference_vjp as core_vjp,
+)
+
+import tess_ad
+
+OUTS = {"statistics.barycenter", "statistics.first_point_coordinates"}
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    api = load_module_from_path(example_api("meshstats_fd"))
+    inputs = api.InputSchema.model_validate(example_inputs("meshstats_fd"))
+    calls = {"n": 0}
+
+    def counted_apply(inp):
+        calls["n"] += 1
+        return api.apply(inp)
+
+    return api, inputs, counted_apply, calls
+
+
+def linear_jacobians(points):
+    n = points.shape[0]
+    eye = np.eye(3)
+    first = np.zeros((3, n, 3))
+    first[:, 0, :] = eye
+    bary = np.repeat(eye[:, None, :], n, axis=1) / n
+    return {
+        "statistics.first_point_coordinates": {"mesh.points": first},
+        "statistics.barycenter": {"mesh.points": bary},
+    }
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "ours", "theirs"),
+    [
+        ("central", lambda n: 2 * n, lambda n: 2 * n * 2 + 1),
+        ("forward", lambda n: n + 1, lambda n: n * 2 + 1),
+    ],
+)
+def test_jacobian_agrees_with_tesseract_core_in_fewer_calls(
+    mesh, algorithm, ours, theirs
+):
+    _api, inputs, apply, calls = mesh
+    n = inputs.mesh.points.size
+    calls["n"] = 0
+    got = tess_ad.finite_difference_jacobian(
+        apply, inputs, {"mesh.points"}, OUTS, algorithm=algorithm
+    )
+    our_calls = calls["n"]
+    calls["n"] = 0
+    ref = core_jacobian(
+        apply, inputs, {"mesh.points"}, OUTS, algorithm=algorithm, eps=1e-6
+    )
+    their_calls = calls["n"]
+    assert our_calls == ours(n)
+    assert their_calls == theirs(n)
+    tol = 1e-8 if algorithm == "central" else 1e-6
+    assert_trees_close(got, ref, rtol=tol, atol=tol)
+    assert_trees_close(got, linear_jacobians(inputs.mesh.points), rtol=tol, atol=tol)
+
+
+def test_vjp_and_jvp_agree_with_tesseract_core(mesh):
+    _api, inputs, apply, calls = mesh
+    ct = {
+        "statistics.barycenter": np.array([1.0, 2.0, 3.0]),
+        "statistics.first_point_coordinates": np.array([0.5, 0.0, -1.0]),
+    }
+    t = {"mesh.points": np.arange(15.0).reshape(5, 3)}
+    calls["n"] = 0
+    vjp = tess_ad.finite_difference_vjp(apply, inputs, {"mesh.points"}, OUTS, ct)
+    assert calls["n"] == 2 * 15
+    calls["n"] = 0
+    ref_vjp = core_vjp(apply, inputs, {"mesh.points"}, OUTS, ct, eps=1e-6)
+    assert calls["n"] == 2 * 15 * 2
+    assert_trees_close(vjp, ref_vjp, rtol=1e-8, atol=1e-8)
+    calls["n"] = 0
+    jvp = tess_ad.finite_difference_jvp(apply, inputs, {"mesh.points"}, OUTS, t)
+    assert calls["n"] == 2
+    assert_trees_close(
+        jvp,
+        core_jvp(apply, inputs, {"mesh.points"}, OUTS, t, eps=1e-6),
+        rtol=1e-7,
+        atol=1e-7,
+    )
+
+
+def test_stochastic_vjp_is_seeded_and_cheap(mesh):
+    _api, inputs, apply, calls = mesh
+    ct = {"statistics.barycenter": np.ones(3)}
+    calls["n"] = 0
+    a = tess_ad.finite_difference_vjp(
+        apply,
+        inputs,
+        {"mesh.points"},
+        {"statistics.barycenter"},
+        ct,
+        algorithm="stochastic",
+        num_samples=4,
+        seed=0,
+    )
+    assert calls["n"] == 8
+    b = tess_ad.finite_difference_vjp(
+        apply,
+        inputs,
+        {"mesh.points"},
+        {"statistics.barycenter"},
+        ct,
+        algorithm="stochastic",
+        num_samples=4,
+        seed=0,
+    )
+    assert_trees_close(a, b, rtol=0)
+
+
+def test_inputs_are_not_revalidated_or_mutated(mesh):
+    api, inputs, _apply, _calls = mesh
+    before = inputs.mesh.points.copy()
+    seen = []
+
+    def spy_apply(inp):
+        seen.append(inp)
+        return api.apply(inp)
+
+    tess_ad.finite_difference_jacobian(spy_apply, inputs, {"mesh.points"}, OUTS)
+    np.testing.assert_array_equal(inputs.mesh.points, before)
+    assert all(type(s) is type(inputs) for s in seen)
+    # the static leaves are shared, not copied: the model was never dumped and re-validated
+    assert all(s.mesh.cell_data is inputs.mesh.cell_data for s in seen)
+
+
+def test_served_meshstats_uses_the_dropin(served_tesseract):
+    t = served_tesseract("meshstats_fd")
+    inputs = example_inputs("meshstats_fd")
+    points = np.asarray(inputs["mesh"]["points"])
+    for algorithm in ("central", "forward"):
+        jac = t.jacobian(
+            {**inputs, "fd_algorithm": algorithm}, ["mesh.points"], sorted(OUTS)
+        )
+        assert_trees_close(jac, linear_jacobians(points), rtol=1e-6, atol=1e-6)
+
+
+def test_bad_paths(mesh):
+    _api, inputs, apply, _calls = mesh
+    with pytest.raises(ValueError, match=re.escape("'mesh.nope'")):
+        tess_ad.finite_difference_jacobian(apply, inputs, {"mesh.nope"}, OUTS)
+    with pytest.raises(ValueError, match=re.escape("'mesh.n_points'")):
+        tess_ad.finite_difference_jacobian(apply, inputs, {"mesh.n_points"}, OUTS)
+    with pytest.raises(ValueError, match=re.escape("'statistics.median'")):
+        tess_ad.finite_difference_jacobian(
+            apply, inputs, {"mesh.points"}, {"statistics.median"}
+        )
+    with pytest.raises(ValueError, match="'sideways'"):
+        tess_ad.finite_difference_jacobian(
+            apply, inputs, {"mesh.points"}, OUTS, algorithm="sideways"
+        )

@@ -1,0 +1,165 @@
+"""Parallel, distributed and cached evaluation of FD sweeps against real servers."""
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from helpers import Server, Spy, assert_trees_close, example_api, example_inputs
+
+import tess_ad
+from tess_ad._cache import CacheCorruptionWarning
+
+SLEEPY = {"x": np.linspace(0.1, 0.8, 8), "scale": np.float64(2.0), "delay": 0.0}
+PATHS, OUTS = ["x", "scale"], ["y", "total"]
+
+
+def serial_jacobian(local_tesseract):
+    return tess_ad.with_finite_differences(local_tesseract("sleepy")).jacobian(
+        SLEEPY, PATHS, OUTS
+    )
+
+
+@pytest.mark.served
+def test_thread_pool_on_multi_worker_server_is_identical_to_serial(
+    local_tesseract, served_tesseract
+):
+    t = served_tesseract("sleepy", num_workers=2)
+    with ThreadPoolExecutor(4) as pool:
+        for method in ("central", "stochastic"):
+            kw = {"method": method, "num_samples": 3, "seed": 1}
+            par = tess_ad.with_finite_differences(t, executor=pool, **kw).jacobian(
+                SLEEPY, PATHS, OUTS
+            )
+            ser = tess_ad.with_finite_differences(
+                local_tesseract("sleepy"), **kw
+            ).jacobian(SLEEPY, PATHS, OUTS)
+            assert_trees_close(
+                par, ser, rtol=0, atol=0
+            )  # bit for bit, in any finishing order
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_is_identical_to_serial(local_tesseract):
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dask's own start-up chatter
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = distributed.Client(cluster)
+    try:
+        t = local_tesseract("sleepy")  # the api path travels; each worker loads it once
+        with Spy(t) as spy:
+            got = tess_ad.with_finite_differences(t, executor=client).jacobian(
+                SLEEPY, PATHS, OUTS
+            )
+        assert spy.calls["apply"] == 0  # every evaluation ran on the cluster
+        assert_trees_close(got, serial_jacobian(local_tesseract), rtol=0, atol=0)
+        vjp = tess_ad.with_finite_differences(
+            t, executor=client
+        ).vector_jacobian_product(SLEEPY, PATHS, ["total"], {"total": np.float64(1.0)})
+        assert_trees_close(
+            vjp,
+            {"x": 2 * np.cos(SLEEPY["x"]), "scale": np.sum(np.sin(SLEEPY["x"]))},
+            rtol=1e-8,
+        )
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client.close()
+            cluster.close()
+
+
+@pytest.mark.served
+def test_killed_server_then_resume_from_cache(tmp_path, local_tesseract):
+    """A sweep that dies midway keeps what it finished; the rerun makes only the missing calls."""
+    from tesseract_core import Tesseract
+
+    server = Server(example_api("sleepy")).start()
+    try:
+        t = Tesseract.from_url(server.url)
+        fd = tess_ad.with_finite_differences(t, cache=tmp_path / "cache")
+        n_total = 2 * 9  # central: 2 per element, 9 elements
+        kill_after = 7
+        spy = Spy(t)
+        real_apply = spy._orig["apply"]
+
+        def apply_then_die(inputs, *a, **k):
+            if spy.calls["apply"] > kill_after:
+                server.stop()  # the simulator dies in the middle of the sweep
+            return real_apply(inputs, *a, **k)
+
+        t.apply = lambda inputs, *a, **k: (
+            spy.calls.update(["apply"]),
+            apply_then_die(inputs, *a, **k),
+        )[1]
+        with pytest.raises(requests.ConnectionError) as info:
+            fd.jacobian(SLEEPY, PATHS, OUTS)
+        assert f"evaluation {kill_after + 1} of {n_total}" in "".join(
+            getattr(info.value, "__notes__", [])
+        )
+        assert len(fd.cache) == kill_after  # every finished evaluation is on disk
+
+        server.start()  # restarted on the same port
+        t2 = Tesseract.from_url(server.url)
+        with Spy(t2) as spy2:
+            fd2 = tess_ad.with_finite_differences(t2, cache=tmp_path / "cache")
+            got = fd2.jacobian(SLEEPY, PATHS, OUTS)
+        assert spy2.calls["apply"] == n_total - kill_after
+        assert_trees_close(got, serial_jacobian(local_tesseract), rtol=0, atol=0)
+        with Spy(t2) as spy3:
+            fd2.jacobian(SLEEPY, PATHS, OUTS)
+        assert spy3.calls["apply"] == 0  # all cached now
+    finally:
+        server.stop()
+
+
+def test_corrupted_cache_file_is_recomputed(tmp_path, local_tesseract):
+    t = local_tesseract("rosenbrock")
+    inputs = example_inputs("rosenbrock")
+    fd = tess_ad.with_finite_differences(t, cache=tmp_path)
+    first = fd.jacobian(inputs, ["x"], ["loss"])
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 8
+    files[0].write_bytes(files[0].read_bytes()[:50])  # truncated
+    data = bytearray(files[1].read_bytes())
+    data[-200] ^= 0xFF  # one flipped byte
+    files[1].write_bytes(bytes(data))
+    with Spy(t) as spy, pytest.warns(CacheCorruptionWarning, match="corrupted"):
+        again = fd.jacobian(inputs, ["x"], ["loss"])
+    assert spy.calls["apply"] == 2  # exactly the two damaged evaluations
+    assert_trees_close(again, first, rtol=0, atol=0)
+
+
+def test_exception_in_one_evaluation_stops_the_sweep_and_keeps_the_rest(
+    tmp_path, local_tesseract
+):
+    t = local_tesseract("rosenbrock")
+    inputs = example_inputs("rosenbrock")
+    spy = Spy(t)
+    real = spy._orig["apply"]
+
+    def flaky(inp, *a, **k):
+        spy.calls["apply"] += 1
+        if spy.calls["apply"] == 4:
+            raise ValueError("simulator diverged")
+        return real(inp, *a, **k)
+
+    t.apply = flaky
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            fd = tess_ad.with_finite_differences(t, cache=tmp_path, executor=pool)
+            with pytest.raises(ValueError, match="simulator diverged"):
+                fd.jacobian(inputs, ["x"], ["loss"])
+        finished = len(fd.cache)
+        assert finished >= 3  # everything that finished is kept
+        spy.restore()
+        with Spy(t) as spy2:
+            tess_ad.with_finite_differences(t, cache=tmp_path).jacobian(
+                inputs, ["x"], ["loss"]
+            )
+        assert spy2.calls["apply"] == 8 - finished
+    finally:
+        spy.restore()

@@ -1,0 +1,227 @@
+"""``with_finite_differences``: call counts, accuracy, interface and bad arguments, on real Tesseracts."""
+
+import re
+
+import numpy as np
+import pytest
+import references
+from helpers import Spy, assert_trees_close, example_inputs
+
+import tess_ad
+from tess_ad import SchemaError, tesseract_schema
+
+NESTED_OUTS = ["out", "summary.{sumsq}", "summary.{mean}"]
+
+
+def nested_case(tesseract):
+    inputs = example_inputs("nested")
+    flat = tesseract_schema(tesseract).inputs.flatten(inputs)
+    paths = list(flat.differentiable_paths)
+    x = {p: np.asarray(flat[p].value, dtype=np.float64) for p in paths}
+    return inputs, flat, paths, x
+
+
+def nested_reference(flat, x):
+    import jax.numpy as jnp
+
+    def fun(v):
+        return references.nested_flat(
+            v, lambda upd: flat.unflatten({p: jnp.asarray(a) for p, a in upd.items()})
+        )
+
+    return references.jacobian_by_path(fun, {p: jnp.asarray(a) for p, a in x.items()})
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "calls", "rtol"),
+    [
+        ("central", {}, lambda n: 2 * n, 1e-8),
+        ("forward", {}, lambda n: n + 1, 1e-5),
+    ],
+)
+def test_jacobian_of_nested_tesseract(tesseract_factory, method, kwargs, calls, rtol):
+    t = tesseract_factory("nested")  # only apply: no gradient endpoints at all
+    inputs, flat, paths, x = nested_case(t)
+    n = sum(v.size for v in x.values())
+    assert n == 20
+    with Spy(t) as spy:
+        fd = tess_ad.with_finite_differences(t, method=method, **kwargs)
+        jac = fd.jacobian(inputs, paths, NESTED_OUTS)
+    assert spy.calls["apply"] == calls(n)  # one sweep serves all three output paths
+    want = nested_reference(flat, x)
+    assert_trees_close(
+        jac,
+        {o: {p: np.asarray(want[o][p]) for p in paths} for o in NESTED_OUTS},
+        rtol=rtol,
+        atol=rtol,
+    )
+
+
+def test_vjp_and_jvp_of_nested_tesseract(local_tesseract):
+    t = local_tesseract("nested")
+    inputs, flat, paths, x = nested_case(t)
+    want = nested_reference(flat, x)
+    ct = {
+        "out": np.array([1.0, -0.5, 2.0]),
+        "summary.{sumsq}": np.array(0.3),
+        "summary.{mean}": np.array(-1.0),
+    }
+    tangent = {p: np.linspace(-1, 1, v.size).reshape(v.shape) for p, v in x.items()}
+    fd = tess_ad.with_finite_differences(t)
+    with Spy(t) as spy:
+        vjp = fd.vector_jacobian_product(inputs, paths, NESTED_OUTS, ct)
+        assert spy.calls["apply"] == 40
+        jvp = fd.jacobian_vector_product(inputs, paths, NESTED_OUTS, tangent)
+        assert spy.calls["apply"] == 42  # a JVP is 2 calls, whatever the size
+    want_vjp = {
+        p: sum(
+            np.tensordot(ct[o], np.asarray(want[o][p]), axes=np.ndim(ct[o])) for o in ct
+        )
+        for p in paths
+    }
+    want_jvp = {
+        o: sum(
+            np.tensordot(np.asarray(want[o][p]), tangent[p], axes=tangent[p].ndim)
+            for p in paths
+        )
+        for o in NESTED_OUTS
+    }
+    assert_trees_close(vjp, want_vjp, rtol=1e-8, atol=1e-9)
+    assert_trees_close(jvp, want_jvp, rtol=1e-7, atol=1e-8)
+
+
+def test_stochastic_costs_two_calls_per_sample(local_tesseract):
+    t = local_tesseract("nested")
+    inputs, _, paths, _ = nested_case(t)
+    fd = tess_ad.with_finite_differences(t, method="stochastic", num_samples=4, seed=3)
+    with Spy(t) as spy:
+        a = fd.vector_jacobian_product(inputs, paths, ["out"], {"out": np.ones(3)})
+        assert spy.calls["apply"] == 8
+        b = fd.vector_jacobian_product(inputs, paths, ["out"], {"out": np.ones(3)})
+    assert_trees_close(a, b, rtol=0)  # seeded: reproducible
+
+
+def test_analytic_rosenbrock_against_its_own_endpoints(tesseract_factory):
+    t = tesseract_factory("rosenbrock")
+    inputs = example_inputs("rosenbrock")
+    exact = t.jacobian(inputs, ["x"], ["loss", "residuals"])
+    fd = tess_ad.with_finite_differences(t)
+    assert_trees_close(
+        fd.jacobian(inputs, ["x"], ["loss", "residuals"]), exact, rtol=1e-8, atol=1e-7
+    )
+
+
+def test_float32_results_stay_float32(local_tesseract):
+    t = local_tesseract("float32")
+    inputs = example_inputs("float32")
+    ct = {"y": np.ones(3, np.float32), "energy": np.float32(1.0)}
+    exact = t.vector_jacobian_product(inputs, ["x", "w"], ["y", "energy"], ct)
+    got = tess_ad.with_finite_differences(t).vector_jacobian_product(
+        inputs, ["x", "w"], ["y", "energy"], ct
+    )
+    assert {p: v.dtype for p, v in got.items()} == {"x": np.float32, "w": np.float32}
+    # float32 central differences: error ~ eps32^(2/3) ~ 3e-5 relative
+    assert_trees_close(got, exact, rtol=2e-3, atol=2e-3)
+
+
+def test_badly_scaled_inputs_scale_aware_vs_tesseract_core(local_tesseract):
+    """Inputs near 1e6, 1 and 1e-6: the default step is right at every scale; an absolute one is not."""
+    from tesseract_core.runtime.experimental import (
+        finite_difference_jacobian as core_jacobian,
+    )
+
+    t = local_tesseract("scales")
+    x = np.array([1.5e6, 2.0e6, 0.7, 1.3, 3e-6, 1e-6])
+    inputs = {"x": x}
+    want = np.diag(3 * x**2)
+    ours = tess_ad.with_finite_differences(t).jacobian(inputs, ["x"], ["y"])["y"]["x"]
+    ours_rel = np.abs(np.diag(ours) - np.diag(want)) / np.diag(want)
+    assert np.max(ours_rel) < 1e-6, ours_rel
+
+    api = t._client.api_module
+    core = core_jacobian(
+        api.apply, api.InputSchema.model_validate(inputs), {"x"}, {"y"}
+    )["y"]["x"]
+    core_rel = np.abs(np.diag(core) - np.diag(want)) / np.diag(want)
+    assert np.max(core_rel) > 1e-6, (
+        core_rel
+    )  # the absolute default step fails at 1e-6 (and 1e6)
+
+
+def test_proxy_interface(local_tesseract):
+    t = local_tesseract("nested")
+    fd = tess_ad.with_finite_differences(t)
+    for name in ("jacobian", "jacobian_vector_product", "vector_jacobian_product"):
+        assert name in fd.available_endpoints
+        assert tesseract_schema(fd).has(name)
+    assert "apply" in fd.available_endpoints
+    assert not hasattr(fd, "abstract_eval")  # the wrapped one has none
+    assert fd.openapi_schema["components"] == t.openapi_schema["components"]
+    rosen = tess_ad.with_finite_differences(local_tesseract("rosenbrock"))
+    shapes = rosen.abstract_eval({"x": {"shape": [4], "dtype": "float64"}})
+    assert tuple(shapes["residuals"]["shape"]) == (6,)
+    inputs = example_inputs("nested")
+    assert_trees_close(fd.apply(inputs), t.apply(inputs), rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"method": "backward"}, ValueError, "'backward'"),
+        ({"eps": 0.0}, ValueError, "positive"),
+        ({"eps": -1e-4}, ValueError, "positive"),
+        (
+            {"eps": {"params.{alpha}": -1.0}},
+            ValueError,
+            re.escape("eps['params.{alpha}']"),
+        ),
+        ({"eps": {"config.offset": 1e-3}}, ValueError, "'config.offset'"),
+        ({"num_samples": 0}, ValueError, "num_samples"),
+        ({"executor": object()}, TypeError, "executor"),
+        ({"cache": "/proc/no/such/dir"}, OSError, "cache directory"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_call(local_tesseract, kwargs, exc, match):
+    t = local_tesseract("nested")
+    with Spy(t) as spy, pytest.raises(exc, match=match):
+        tess_ad.with_finite_differences(t, **kwargs)
+    assert sum(spy.calls.values()) == 0
+
+
+def test_not_a_tesseract():
+    with pytest.raises(TypeError, match="Tesseract"):
+        tess_ad.with_finite_differences({"apply": 1})
+
+
+@pytest.mark.parametrize(
+    ("jac_inputs", "jac_outputs", "match"),
+    [
+        (["config.offset"], ["out"], "'config.offset' is not marked Differentiable"),
+        (["params.{gamma}"], ["out"], re.escape("'params.{gamma}'")),
+        (
+            ["params.{alpha}"],
+            ["info.label"],
+            "'info.label' is not a Differentiable output",
+        ),
+        ("params.{alpha}", ["out"], "list of paths"),
+    ],
+)
+def test_bad_paths_name_the_path(local_tesseract, jac_inputs, jac_outputs, match):
+    t = local_tesseract("nested")
+    fd = tess_ad.with_finite_differences(t)
+    with Spy(t) as spy, pytest.raises((SchemaError, TypeError), match=match):
+        fd.jacobian(example_inputs("nested"), jac_inputs, jac_outputs)
+    assert spy.calls["apply"] == 0
+
+
+def test_inputs_not_matching_schema(local_tesseract):
+    fd = tess_ad.with_finite_differences(local_tesseract("rosenbrock"))
+    with pytest.raises(SchemaError, match="'x'"):
+        fd.jacobian({"x": "not an array"}, ["x"], ["loss"])
+
+
+def test_progress_bar(local_tesseract, capsys):
+    fd = tess_ad.with_finite_differences(local_tesseract("rosenbrock"), progress=True)
+    fd.jacobian(example_inputs("rosenbrock"), ["x"], ["loss"])
+    err = capsys.readouterr().err
+    assert "8/8" in err and "jacobian" in err
