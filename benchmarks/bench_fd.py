@@ -1,0 +1,266 @@
+"""Finite differences: tess_ad against tesseract-core's experimental helpers, in one run.
+
+Prints three Markdown tables:
+
+1. apply calls and wall time of the Jacobian / VJP / JVP on ``examples/meshstats_fd``
+   (tess_ad's drop-in helpers against ``tesseract_core.runtime.experimental``);
+2. accuracy of the default step on inputs near 1e6, 1 and 1e-6;
+3. wall time of a central-difference Jacobian on ``examples/sleepy`` (apply
+   sleeps 40 ms): tesseract-core's helper, tess_ad serial, a thread pool
+   against a server with 4 workers, and a dask LocalCluster with 4 workers.
+
+Run: ``python benchmarks/bench_fd.py`` (about a minute on 2 cores). Times are
+medians of a few repeats; quote the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import Server, example_inputs  # noqa: E402
+from tesseract_core import Tesseract  # noqa: E402
+from tesseract_core.runtime.core import load_module_from_path  # noqa: E402
+from tesseract_core.runtime.experimental import (  # noqa: E402
+    finite_difference_jacobian as core_jacobian,
+)
+from tesseract_core.runtime.experimental import (  # noqa: E402
+    finite_difference_jvp as core_jvp,
+)
+from tesseract_core.runtime.experimental import (  # noqa: E402
+    finite_difference_vjp as core_vjp,
+)
+
+import tess_ad  # noqa: E402
+
+
+def timed(fn, repeats=3):
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return median(times), out
+
+
+def table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+
+
+def meshstats_counts():
+    api = load_module_from_path(ROOT / "examples/meshstats_fd/tesseract_api.py")
+    raw = example_inputs("meshstats_fd")
+    # a bigger mesh than the example: 40 points
+    rng = np.random.default_rng(0)
+    raw["mesh"]["points"] = rng.normal(size=(40, 3)).tolist()
+    raw["mesh"]["n_points"] = 40
+    raw["mesh"]["point_data"] = {"displacement": [[0.0, 0.0, 0.0]] * 40}
+    inputs = api.InputSchema.model_validate(raw)
+    outs = {"statistics.barycenter", "statistics.first_point_coordinates"}
+    ins = {"mesh.points"}
+    ct = {o: np.ones(3) for o in outs}
+    tangent = {"mesh.points": np.ones((40, 3))}
+    calls = {"n": 0}
+
+    def apply(inp):
+        calls["n"] += 1
+        return api.apply(inp)
+
+    cases = [
+        (
+            "jacobian central",
+            lambda: tess_ad.finite_difference_jacobian(apply, inputs, ins, outs),
+            lambda: core_jacobian(apply, inputs, ins, outs, eps=1e-6),
+        ),
+        (
+            "jacobian forward",
+            lambda: tess_ad.finite_difference_jacobian(
+                apply, inputs, ins, outs, algorithm="forward"
+            ),
+            lambda: core_jacobian(
+                apply, inputs, ins, outs, algorithm="forward", eps=1e-6
+            ),
+        ),
+        (
+            "vjp central",
+            lambda: tess_ad.finite_difference_vjp(apply, inputs, ins, outs, ct),
+            lambda: core_vjp(apply, inputs, ins, outs, ct, eps=1e-6),
+        ),
+        (
+            "jvp central",
+            lambda: tess_ad.finite_difference_jvp(apply, inputs, ins, outs, tangent),
+            lambda: core_jvp(apply, inputs, ins, outs, tangent, eps=1e-6),
+        ),
+    ]
+    rows = []
+    for name, ours, theirs in cases:
+        calls["n"] = 0
+        ours()
+        n_ours = calls["n"]
+        calls["n"] = 0
+        theirs()
+        n_theirs = calls["n"]
+        t_ours, _ = timed(ours)
+        t_theirs, _ = timed(theirs)
+        rows.append(
+            (
+                name,
+                n_theirs,
+                n_ours,
+                f"{n_theirs / n_ours:.1f}x",
+                f"{t_theirs / t_ours:.1f}x",
+            )
+        )
+    table(
+        "meshstats_fd (40 points = 120 differentiated elements, 2 output paths)",
+        [
+            "endpoint",
+            "apply calls tesseract-core",
+            "apply calls tess_ad",
+            "fewer calls",
+            "faster (wall time)",
+        ],
+        rows,
+    )
+
+
+def scales():
+    api = load_module_from_path(ROOT / "tests/tesseracts/scales/tesseract_api.py")
+    x = np.array([1.5e6, 0.7, 3e-6])
+    inputs = api.InputSchema.model_validate({"x": x})
+    want = 3 * x**2
+    ours = np.diag(
+        tess_ad.finite_difference_jacobian(api.apply, inputs, {"x"}, {"y"})["y"]["x"]
+    )
+    theirs = np.diag(core_jacobian(api.apply, inputs, {"x"}, {"y"})["y"]["x"])
+    rows = [
+        (f"{xi:.1e}", f"{abs(t - w) / w:.1e}", f"{abs(o - w) / w:.1e}")
+        for xi, t, o, w in zip(x, theirs, ours, want, strict=True)
+    ]
+    table(
+        "relative error of d(x^3)/dx, default steps",
+        ["x", "tesseract-core (eps=1e-4)", "tess_ad (scale-aware)"],
+        rows,
+    )
+
+
+def parallel():
+    inputs = example_inputs("sleepy")  # 8 + 1 elements, 40 ms per apply
+    ins, outs = ["x", "scale"], ["y", "total"]
+    local = Tesseract.from_tesseract_api(str(ROOT / "examples/sleepy/tesseract_api.py"))
+    api = local._client.api_module
+    model = api.InputSchema.model_validate(inputs)
+    calls = {"n": 0}
+
+    def counted(inp):
+        calls["n"] += 1
+        return api.apply(inp)
+
+    t_core, _ = timed(
+        lambda: core_jacobian(counted, model, set(ins), set(outs)), repeats=1
+    )
+    n_core = calls["n"]
+    t_local, ref = timed(
+        lambda: tess_ad.with_finite_differences(local).jacobian(inputs, ins, outs),
+        repeats=1,
+    )
+    rows = [
+        ("tesseract-core helper, in-process", n_core, f"{t_core:.2f}", "1.0x", "-"),
+        (
+            "tess_ad, in-process",
+            18,
+            f"{t_local:.2f}",
+            f"{t_core / t_local:.1f}x",
+            "reference",
+        ),
+    ]
+
+    def same(result):
+        return all(np.array_equal(result[o][p], ref[o][p]) for o in ref for p in ref[o])
+
+    server = Server(ROOT / "examples/sleepy/tesseract_api.py", num_workers=4).start()
+    try:
+        served = Tesseract.from_url(server.url)
+        serial = tess_ad.with_finite_differences(served)
+        serial.jacobian(inputs, ins, outs)  # warm-up: schema fetch, worker imports
+        t_serial, out = timed(lambda: serial.jacobian(inputs, ins, outs))
+        rows.append(
+            (
+                "tess_ad, served, serial",
+                18,
+                f"{t_serial:.2f}",
+                f"{t_core / t_serial:.1f}x",
+                same(out),
+            )
+        )
+        with ThreadPoolExecutor(4) as pool:
+            fd = tess_ad.with_finite_differences(served, executor=pool)
+            t_threads, out = timed(lambda: fd.jacobian(inputs, ins, outs))
+        rows.append(
+            (
+                "tess_ad, served, 4 threads -> 4 server workers",
+                18,
+                f"{t_threads:.2f}",
+                f"{t_core / t_threads:.1f}x",
+                same(out),
+            )
+        )
+    finally:
+        server.stop()
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        rows.append(("tess_ad, dask (not installed)", "-", "-", "-", "-"))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with (
+                LocalCluster(
+                    n_workers=4, threads_per_worker=1, dashboard_address=None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                fd = tess_ad.with_finite_differences(local, executor=client)
+                fd.jacobian(
+                    inputs, ins, outs
+                )  # warm-up: each worker loads the tesseract_api.py once
+                t_dask, out = timed(lambda: fd.jacobian(inputs, ins, outs))
+        rows.append(
+            (
+                "tess_ad, dask LocalCluster, 4 workers",
+                18,
+                f"{t_dask:.2f}",
+                f"{t_core / t_dask:.1f}x",
+                same(out),
+            )
+        )
+    table(
+        "central Jacobian of sleepy (9 elements, 2 outputs, apply sleeps 40 ms)",
+        [
+            "how",
+            "apply calls",
+            "seconds",
+            "speed-up vs tesseract-core",
+            "identical to serial",
+        ],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    meshstats_counts()
+    scales()
+    parallel()
