@@ -138,7 +138,7 @@ def meshstats_counts():
 
 
 def scales():
-    api = load_module_from_path(ROOT / "tests/tesseracts/scales/tesseract_api.py")
+    api = load_module_from_path(ROOT / "examples/scales/tesseract_api.py")
     x = np.array([1.5e6, 0.7, 3e-6])
     inputs = api.InputSchema.model_validate({"x": x})
     want = 3 * x**2

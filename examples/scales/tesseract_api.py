@@ -1,4 +1,4 @@
-"""Badly scaled inputs: elements near 1e6, 1 and 1e-6 side by side.
+"""Badly scaled inputs: elements near 1e6, 1 and 1e-6 side by side (a finite-difference stress test).
 
 y = x**3 elementwise, so dy/dx = 3 x**2 is known exactly at every scale.
 Only ``apply``: derivatives come from finite differences.
