@@ -428,7 +428,14 @@ class TreeSchema:
     ) -> Any:
         if node.kind == "union":
             node = _pick_option(node.options, value)
-        if hasattr(value, "model_fields") and not isinstance(value, type):
+        if node.kind == "scalar" and node.type_name == "null" and value is None:
+            # An Optional field left at None: no array this time, nothing to
+            # differentiate (a None for a non-Optional array is still refused).
+            path = join_path(segments)
+            leaves[path] = Leaf(path, value, False, None, None)
+            return _Slot(path)
+        # Ask the class: reading ``model_fields`` off an instance is deprecated.
+        if not isinstance(value, type) and hasattr(type(value), "model_fields"):
             value = {k: getattr(value, k) for k in type(value).model_fields}
 
         if node.kind == "array":
@@ -440,14 +447,19 @@ class TreeSchema:
                 if child is None:
                     if node.closed:
                         known = ", ".join(node.fields)
+                        unknown = join_path((*segments, str(key)))
                         raise SchemaError(
-                            f"unknown field {key!r} in {self._where(segments)}; "
+                            f"unknown field {unknown!r} in {self._where(segments)}; "
                             f"the schema allows: {known}. Remove it or fix its name."
                         )
                     child = _ANY
                 out[key] = self._flatten(item, child, (*segments, key), leaves, check)
             if check:
-                missing = [k for k in node.required if k not in value]
+                missing = [
+                    join_path((*segments, k))
+                    for k in node.fields
+                    if k in node.required and k not in value
+                ]
                 if missing:
                     raise SchemaError(
                         f"missing required field(s) {', '.join(map(repr, missing))} "
