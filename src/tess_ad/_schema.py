@@ -551,6 +551,12 @@ class TreeSchema:
         if pattern is not None:
             spec = self.differentiable_arrays[pattern]
         differentiable = pattern is not None
+        if differentiable and "{}" in segments:
+            raise SchemaError(
+                f"{self._where(segments)}: a differentiable leaf under an empty dict key "
+                "cannot be named by a tesseract-core path ('{}' is the wildcard); "
+                "give the key a name"
+            )
         meta = _array_meta(value)
         if meta is None:
             if value is None and not differentiable and not check:
