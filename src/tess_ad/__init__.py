@@ -11,6 +11,8 @@ from ._dropin import finite_difference_vjp as finite_difference_vjp
 from ._endpoints import NoGradientRouteError as NoGradientRouteError
 from ._fd import FDNonFiniteError as FDNonFiniteError
 from ._proxy import with_finite_differences as with_finite_differences
+from ._retry import TesseractConnectionError as TesseractConnectionError
+from ._retry import with_retries as with_retries
 from ._schema import ArraySpec as ArraySpec
 from ._schema import FlatTree as FlatTree
 from ._schema import Leaf as Leaf
@@ -29,6 +31,7 @@ __all__ = [
     "Leaf",
     "NoGradientRouteError",
     "SchemaError",
+    "TesseractConnectionError",
     "TesseractSchema",
     "TreeSchema",
     "as_numpy",
@@ -37,4 +40,5 @@ __all__ = [
     "finite_difference_vjp",
     "tesseract_schema",
     "with_finite_differences",
+    "with_retries",
 ]

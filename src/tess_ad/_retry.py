@@ -1,0 +1,235 @@
+"""``with_retries``: ride out a served Tesseract's restarts, and bound every call in time.
+
+Long optimisation loops against a served simulator meet connection failures
+while its server restarts. ``apply`` is idempotent, so retrying it is safe;
+gradient endpoints are retried too, since they are pure functions of their
+arguments as well. Only *transient* failures are retried: the connection was
+refused, reset or dropped before an answer came (``requests.ConnectionError``
+and its kin). An answer that is an error (HTTP 422 validation, a 500 from the
+Tesseract's own code, a Python exception in-process) is the Tesseract's final
+word and is raised at once, as is a read timeout (the call may still be
+running on the server).
+
+Retries back off exponentially, with a bound on attempts and on each delay.
+Each retry is logged on the ``tess_ad`` logger (WARNING), counted in
+``RetryingTesseract.retries``, and the final error says how many attempts were
+made and keeps the last failure as its ``__cause__``.
+
+``timeout=`` bounds each call of a served Tesseract: the proxy talks through
+its own HTTP client with that timeout. An in-process call cannot be
+interrupted, so ``timeout`` is refused for in-process Tesseracts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._schema import tesseract_schema
+
+__all__ = ["RetryingTesseract", "TesseractConnectionError", "with_retries"]
+
+log = logging.getLogger("tess_ad")
+
+ENDPOINTS = (
+    "apply",
+    "jacobian",
+    "jacobian_vector_product",
+    "vector_jacobian_product",
+    "abstract_eval",
+)
+
+
+class TesseractConnectionError(ConnectionError):
+    """A served Tesseract could not be reached after all retries.
+
+    Attributes:
+        endpoint: The endpoint that was called.
+        url: The Tesseract's URL (or ``None`` in-process).
+        attempts: How many attempts were made.
+    """
+
+    def __init__(
+        self, message: str, endpoint: str, url: str | None, attempts: int
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.url = url
+        self.attempts = attempts
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [
+        ConnectionRefusedError,
+        ConnectionResetError,
+        ConnectionAbortedError,
+    ]
+    try:
+        import requests
+
+        errors += [requests.ConnectionError, requests.exceptions.ChunkedEncodingError]
+    except ImportError:  # pragma: no cover - requests comes with tesseract-core
+        pass
+    return tuple(errors)
+
+
+def _url_of(tesseract: Any) -> str | None:
+    url = getattr(getattr(tesseract, "_client", None), "url", None)
+    return url if isinstance(url, str) else None
+
+
+class RetryingTesseract:
+    """A Tesseract client whose calls retry transient connection failures.
+
+    Made by :func:`with_retries`; see there for the arguments.
+    """
+
+    def __init__(
+        self,
+        tesseract: Any,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.25,
+        max_delay: float = 4.0,
+        timeout: float | None = None,
+    ) -> None:
+        if not callable(getattr(tesseract, "apply", None)):
+            raise TypeError(
+                f"with_retries expects a Tesseract client with an apply method, got {type(tesseract).__name__}"
+            )
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"attempts must be a positive integer, got {attempts!r}")
+        for name, value in (("backoff", backoff), ("max_delay", max_delay)):
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(
+                    f"{name} must be a non-negative number of seconds, got {value!r}"
+                )
+        self.url = _url_of(tesseract)
+        if timeout is not None:
+            if not isinstance(timeout, int | float) or timeout <= 0:
+                raise ValueError(
+                    f"timeout must be a positive number of seconds, got {timeout!r}"
+                )
+            if self.url is None:
+                raise TypeError(
+                    "timeout applies to served Tesseracts (Tesseract.from_url); an in-process "
+                    "call cannot be interrupted. Serve the Tesseract, or leave timeout=None."
+                )
+            from tesseract_core import Tesseract
+
+            tesseract = Tesseract.from_url(self.url, timeout=timeout)
+        self.wrapped = tesseract
+        self.attempts = attempts
+        self.backoff = float(backoff)
+        self.max_delay = float(max_delay)
+        self.timeout = timeout
+        self.retries = 0
+        self._lock = threading.Lock()
+        self._transient = _transient_errors()
+        self.tess_ad_schema = tesseract_schema(tesseract)
+
+    def __repr__(self) -> str:
+        return f"with_retries({self.wrapped!r}, attempts={self.attempts})"
+
+    @property
+    def openapi_schema(self) -> dict:
+        """The wrapped Tesseract's OpenAPI schema."""
+        return self.wrapped.openapi_schema
+
+    @property
+    def available_endpoints(self) -> list[str]:
+        """The wrapped Tesseract's endpoints."""
+        return self.wrapped.available_endpoints
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("wrapped", "tess_ad_schema"):
+            raise AttributeError(name)
+        attr = getattr(self.wrapped, name)
+        if name in ENDPOINTS:
+            return lambda *args, **kwargs: self._call(name, attr, args, kwargs)
+        return attr
+
+    def apply(self, inputs: dict, run_id: str | None = None) -> dict:
+        """``apply``, retried on transient connection failures."""
+        kwargs = {} if run_id is None else {"run_id": run_id}
+        return self._call("apply", self.wrapped.apply, (inputs,), kwargs)
+
+    def _call(self, endpoint: str, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        delay = self.backoff
+        started = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except self._transient as exc:
+                where = f"{endpoint} at {self.url}" if self.url else endpoint
+                if attempt == self.attempts:
+                    raise TesseractConnectionError(
+                        f"{where}: connection failed after {attempt} attempt(s) over "
+                        f"{time.monotonic() - started:.1f} s ({type(exc).__name__}: {exc}). "
+                        "Is the Tesseract's server running? Raise attempts=/max_delay= "
+                        "to wait longer for a restart.",
+                        endpoint,
+                        self.url,
+                        attempt,
+                    ) from exc
+                with self._lock:
+                    self.retries += 1
+                log.warning(
+                    "tess_ad: %s failed (%s); retry %d of %d in %.2f s",
+                    where,
+                    type(exc).__name__,
+                    attempt,
+                    self.attempts - 1,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(2 * delay if delay > 0 else self.backoff, self.max_delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def with_retries(
+    tesseract: Any,
+    *,
+    attempts: int = 5,
+    backoff: float = 0.25,
+    max_delay: float = 4.0,
+    timeout: float | None = None,
+) -> RetryingTesseract:
+    """Wrap a Tesseract so transient connection failures are retried, with backoff.
+
+    The result has the client interface of ``tesseract_core.Tesseract`` and
+    composes with everything else in tess_ad:
+    ``with_finite_differences(with_retries(t))``,
+    ``tess_ad.jax.apply_tesseract(with_retries(t), inputs)``.
+
+    Args:
+        tesseract: A ``tesseract_core.Tesseract`` (retries matter for served ones).
+        attempts: Total attempts per call (1 = no retry).
+        backoff: Delay before the first retry, in seconds; it doubles each time.
+        max_delay: Upper bound of a single delay, in seconds.
+        timeout: Seconds each call of a served Tesseract may take before it
+            fails with a timeout (not retried), or ``None`` for no limit.
+
+    Returns:
+        The retrying client; ``.retries`` counts the retries made so far.
+
+    Raises:
+        ValueError: For a non-positive ``attempts`` or ``timeout``, or a
+            negative delay.
+        TypeError: If ``timeout`` is given for an in-process Tesseract.
+
+    Example:
+        >>> from tesseract_core import Tesseract
+        >>> t = with_retries(Tesseract.from_url("http://127.0.0.1:8000"), attempts=8)  # doctest: +SKIP
+        >>> t.apply(inputs)  # survives the server restarting meanwhile  # doctest: +SKIP
+    """
+    return RetryingTesseract(
+        tesseract,
+        attempts=attempts,
+        backoff=backoff,
+        max_delay=max_delay,
+        timeout=timeout,
+    )
