@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -68,10 +71,9 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> Server:
         env = dict(os.environ, TESSERACT_API_PATH=str(self.api_path))
-        self._log = open(  # noqa: SIM115 - closed in stop()
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"tess_ad_serve_{self.port}.log",
-            "w+",
-        )
+        # the server writes run_* log folders into its working directory
+        self._workdir = tempfile.mkdtemp(prefix=f"tess_ad_serve_{self.port}_")
+        self._log = open(Path(self._workdir) / "server.log", "w+")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 _runtime_command(),
@@ -86,7 +88,8 @@ class Server:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=os.environ.get("TMPDIR", "/tmp"),
+            cwd=self._workdir,
+            start_new_session=True,  # its worker processes share the group: stop() kills them all
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -111,13 +114,17 @@ class Server:
         return self._log.read()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
         self.proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
+        if getattr(self, "_workdir", None):
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
 
 class Spy:
