@@ -174,7 +174,9 @@ class Endpoints:
                 "a Jacobian-vector product (forward mode)", f"{JVP} or {JAC}"
             )
         del flat
-        return {o: _checked(result, o, None, None, JVP) for o in jvp_outputs}
+        return {
+            o: _checked(result, o, None, self._out_dtype(o), JVP) for o in jvp_outputs
+        }
 
     def jacobian(
         self,
@@ -280,7 +282,11 @@ class Endpoints:
         flat = self._flat_inputs(inputs, [*vjp_inputs, *tangent_vector])
         x = {p: as_numpy(flat[p].value, _dtype(flat, p)) for p in tangent_vector}
         t = {p: as_numpy(tangent_vector[p], np.float64) for p in tangent_vector}
-        h = directional_step(x, t, [_dtype(flat, p) for p in tangent_vector])
+        # a VJP that is itself a finite difference is noisier: difference it over a longer step
+        accuracy = getattr(self.tesseract, "tess_ad_derivative_accuracy", 1.0)
+        h = directional_step(
+            x, t, [_dtype(flat, p) for p in tangent_vector], accuracy=accuracy
+        )
         if h == 0.0:
             return {p: np.zeros(flat[p].shape, _dtype(flat, p)) for p in vjp_inputs}
         plus = flat.unflatten({p: (x[p] + h * t[p]).astype(x[p].dtype) for p in x})
@@ -295,6 +301,18 @@ class Endpoints:
         }
 
     # -- helpers -------------------------------------------------------------
+
+    def _out_dtype(self, out_path: str) -> np.dtype:
+        outputs = self.schema.outputs
+        pattern = outputs.differentiable_pattern(out_path)
+        spec = (
+            outputs.differentiable_arrays.get(pattern) if pattern is not None else None
+        )
+        return (
+            np.dtype(spec.dtype)
+            if spec is not None and spec.dtype
+            else np.dtype(np.float64)
+        )
 
     def _flat_inputs(self, inputs: Mapping[str, Any], paths: Sequence[str]) -> FlatTree:
         flat = self.schema.inputs.flatten(dict(inputs), check=False)

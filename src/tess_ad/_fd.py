@@ -154,6 +154,7 @@ def directional_step(
     direction: Mapping[str, np.ndarray],
     dtypes: Sequence[np.dtype] = (),
     method: str = "central",
+    accuracy: float = 1.0,
 ) -> float:
     """A scalar step ``h`` for a difference along a direction ``t``: ``f(x +- h t)``.
 
@@ -161,11 +162,17 @@ def directional_step(
     inputs it moves (root-mean-square over the elements where ``t`` is
     non-zero), ``c`` as in :func:`resolve_steps` for the least precise dtype.
     A zero direction gives ``0.0`` (nothing to evaluate).
+
+    ``accuracy`` says how precise the differenced function is: its values
+    carry relative errors of ``eps ** accuracy`` (1 for a function computed to
+    round-off; 2/3 for central-difference derivatives, 1/2 for forward ones).
+    The step grows accordingly, ``c = (eps ** accuracy) ** (1/3)`` for central
+    differences, since a noisier function needs a longer baseline.
     """
     factor = max(
         [_relative_factor(np.dtype(d), method) for d in dtypes]
         or [_relative_factor(np.float64, method)]
-    )
+    ) ** float(accuracy)
     t_sq = 0.0
     x_sq = 0.0
     count = 0

@@ -89,6 +89,9 @@ class FiniteDifferenceTesseract:
         self.seed = seed
         self.executor = executor
         self.progress = bool(progress)
+        # derivatives are accurate to eps ** this (central/SPSA: eps^(2/3); forward: eps^(1/2));
+        # Endpoints.vjp_jvp reads it to difference these VJPs over a suitably long step
+        self.tess_ad_derivative_accuracy = 0.5 if method == "forward" else 2.0 / 3.0
 
         base = tesseract_schema(tesseract)
         self.tess_ad_schema = TesseractSchema(
@@ -134,7 +137,7 @@ class FiniteDifferenceTesseract:
 
     def __getattr__(self, name: str) -> Any:
         # abstract_eval (and health, etc.) only when the wrapped client serves them
-        if name.startswith("_") or name in ("wrapped", "tess_ad_schema"):
+        if name.startswith("_") or name.startswith("tess_ad_") or name == "wrapped":
             raise AttributeError(name)
         if (
             name == "abstract_eval"

@@ -145,7 +145,7 @@ class RetryingTesseract:
         return self.wrapped.available_endpoints
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name in ("wrapped", "tess_ad_schema"):
+        if name.startswith("_") or name == "wrapped":
             raise AttributeError(name)
         attr = getattr(self.wrapped, name)
         if name in ENDPOINTS:
