@@ -1,3 +1,12 @@
-"""PyTorch adapter: make a Tesseract call a differentiable ``torch.autograd.Function``."""
+"""PyTorch adapter: call a Tesseract as a differentiable ``torch.autograd.Function``.
 
-__all__: list[str] = []
+``apply_tesseract`` has the signature of ``tesseract_torch.apply_tesseract``
+and adds ``torch.func`` transforms, double backward, and Tesseracts without
+gradient endpoints (through :func:`tess_ad.with_finite_differences`). Every
+derivative comes from :class:`tess_ad._endpoints.Endpoints`, the same calls the
+JAX adapter makes, so both frameworks give the same numbers.
+"""
+
+from ._apply import apply_tesseract as apply_tesseract
+
+__all__ = ["apply_tesseract"]

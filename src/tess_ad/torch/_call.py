@@ -148,7 +148,9 @@ class TesseractCall:
         )
         self.out_meta = {p: (flat[p].shape, flat[p].dtype) for p in self.out_paths}
         self.out_static = {
-            p: leaf.value for p, leaf in flat.items() if p not in self.out_meta
+            p: _writable(leaf.value)
+            for p, leaf in flat.items()
+            if p not in self.out_meta
         }
         return flat
 
@@ -169,6 +171,17 @@ class TesseractCall:
         updates: dict[str, Any] = dict(self.out_static)
         updates.update(zip(self.out_paths, tensors, strict=True))
         return self.out_flat.unflatten(updates)
+
+
+def _writable(value: Any) -> Any:
+    """A writable copy of a read-only array (decoded results often are read-only).
+
+    Users convert non-differentiable outputs with ``torch.as_tensor``, which
+    warns on (and cannot safely share) read-only memory.
+    """
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        return value.copy()
+    return value
 
 
 def _stack(values: list[Any]) -> Any:

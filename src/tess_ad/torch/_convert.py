@@ -60,5 +60,9 @@ def to_tensor(
 
 
 def numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """The NumPy dtype of a torch dtype (``torch.float32`` -> ``float32``)."""
-    return torch.empty((), dtype=dtype).numpy().dtype
+    """The NumPy dtype of a torch dtype (``torch.float32`` -> ``float32``).
+
+    By name, not through a tensor: this also runs inside ``torch.func``
+    transforms, where a freshly created tensor has no storage to read.
+    """
+    return np.dtype(str(dtype).rsplit(".", 1)[-1])

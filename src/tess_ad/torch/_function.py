@@ -1,0 +1,399 @@
+"""The autograd Functions behind ``apply_tesseract``: a small closed family.
+
+A Tesseract is a black box reached through NumPy, so PyTorch cannot trace it;
+each derivative has to be its own ``torch.autograd.Function`` whose forward
+calls one method of :class:`~tess_ad._endpoints.Endpoints`. Four Functions
+cover first and second order, in both modes::
+
+    Apply(x)              = f(x)                       -> Endpoints.apply
+    VJP(x, ct)            = J(x)^T ct                  -> Endpoints.vjp
+    JVP(x, t)             = J(x) t                     -> Endpoints.jvp
+    VJPJVP(x, ct, t)      = d/de J(x + e t)^T ct       -> Endpoints.vjp_jvp (2 VJP calls)
+
+and each rule of one is written with the others, so that a rule applied to
+tensors that are themselves being differentiated (``create_graph=True``,
+``torch.func`` nesting) records a graph instead of escaping it:
+
+* ``Apply.backward`` = VJP, ``Apply.jvp`` = JVP.
+* ``VJP.backward(g)``: w.r.t. ``x`` it is ``d/dx <g, J^T ct> = VJPJVP(x, ct, g)``
+  (second derivatives commute), w.r.t. ``ct`` it is ``J g = JVP(x, g)``.
+  ``VJP.jvp(tx, tct) = VJPJVP(x, ct, tx) + VJP(x, tct)`` (linear in ``ct``).
+* ``JVP.backward(g)``: w.r.t. ``x`` it is ``VJPJVP(x, g, t)``, w.r.t. ``t`` it is
+  ``VJP(x, g)``. ``JVP.jvp`` along ``t`` only (it is linear in ``t``);
+  forward-over-forward in ``x`` would need a third endpoint and is refused.
+* ``VJPJVP`` is the end of the chain: third derivatives are refused.
+
+Why this shape:
+
+* NumPy conversion happens only inside ``forward``, where ``torch.func``
+  guarantees plain tensors; the Functions use the ``setup_context`` style and
+  save tensors with ``save_for_backward`` / ``save_for_forward``, as
+  ``torch.func`` requires.
+* ``vmap`` has no batched Tesseract call to map to, so each Function has an
+  explicit ``vmap`` rule (``generate_vmap_rule`` stays off) that loops over the
+  batch and stacks: ``jacrev``, ``jacfwd``, ``vmap(grad(f))`` all become a
+  sequence of ordinary calls.
+* Gradients are ``None`` when unused (``set_materialize_grads(False)``), and
+  a cotangent or tangent that is all zeros is dropped before the Tesseract is
+  called: only outputs that matter are requested from the VJP endpoint.
+* Non-tensor arguments (the :class:`~._call.TesseractCall`, index and path
+  tuples) come first in every ``forward``; tensor arguments follow as
+  ``*xs`` (one per tensor input leaf) then cotangents/tangents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._call import TesseractCall
+from ._convert import numpy_dtype, to_tensor
+
+__all__ = ["Apply"]
+
+_NO_THIRD_ORDER = (
+    "tess_ad.torch differentiates a Tesseract at most twice: second derivatives "
+    "come from central differences of its VJP (Endpoints.vjp_jvp), which are not "
+    "differentiated again. Stop at double backward / hessian, or differentiate a "
+    "lower-order quantity."
+)
+_NO_FORWARD_OVER_FORWARD = (
+    "forward-over-forward differentiation of a Tesseract (e.g. jacfwd(jacfwd(f))) "
+    "is not supported: it needs second directional derivatives of the outputs. "
+    "Use reverse mode for one of the two levels instead, e.g. "
+    "torch.func.jacfwd(torch.func.jacrev(f)) or torch.func.hessian(f)."
+)
+
+
+def _needed(ctx: Any, call: TesseractCall, offset: int) -> tuple[int, ...]:
+    """Indices of the differentiable tensor arguments that need a gradient."""
+    flags = ctx.needs_input_grad[offset : offset + call.n_args]
+    return tuple(i for i, need in enumerate(flags) if need and call.differentiable[i])
+
+
+def _present(values: Sequence[Any]) -> list[tuple[int, Any]]:
+    """``(position, value)`` of the entries that are not ``None``."""
+    return [(k, v) for k, v in enumerate(values) if v is not None]
+
+
+def _scatter(n: int, idx: Sequence[int], values: Sequence[Any]) -> list[Any]:
+    out: list[Any] = [None] * n
+    for i, v in zip(idx, values, strict=True):
+        out[i] = v
+    return out
+
+
+def _sum(terms: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    total = terms[0]
+    for term in terms[1:]:
+        total = tuple(a + b for a, b in zip(total, term, strict=True))
+    return total
+
+
+def _check_batch(info: Any) -> None:
+    if info.batch_size == 0:
+        raise ValueError(
+            "torch.func.vmap over an empty batch: tess_ad.torch maps a Tesseract "
+            "call over the batch one element at a time, and there is no element "
+            "to learn the output shapes from. Skip the call for empty batches."
+        )
+
+
+def _sequential_vmap(fn: type[torch.autograd.Function], n_static: int) -> Any:
+    """A ``vmap`` rule that calls ``fn`` once per batch element and stacks."""
+
+    def vmap(info: Any, in_dims: Sequence[int | None], *args: Any) -> Any:
+        _check_batch(info)
+        static, tensors = args[:n_static], args[n_static:]
+        dims = in_dims[n_static:]
+        results = []
+        for b in range(info.batch_size):
+            sample = [
+                t if d is None else t.select(d, b)
+                for t, d in zip(tensors, dims, strict=True)
+            ]
+            results.append(fn.apply(*static, *sample))
+        outs = tuple(torch.stack(column) for column in zip(*results, strict=True))
+        return outs, (0,) * len(outs)
+
+    return staticmethod(vmap)
+
+
+class Apply(torch.autograd.Function):
+    """``f(x)``: one ``apply`` call; returns the differentiable array outputs.
+
+    Arguments: ``(call, *xs)``. The non-differentiable outputs of the same call
+    are left in ``call.out_static``.
+    """
+
+    @staticmethod
+    def forward(call: TesseractCall, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        flat = call.record(call.endpoints.apply(call.inputs(xs)))
+        return tuple(to_tensor(flat[p].value, call.device) for p in call.out_paths)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        call, *xs = inputs
+        ctx.call = call
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*xs)
+        ctx.save_for_forward(*xs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        call: TesseractCall = ctx.call
+        xs = ctx.saved_tensors
+        need = _needed(ctx, call, 1)
+        used = _present(grads)
+        result: list[Any] = [None] * call.n_args
+        if need and used:
+            out_paths = tuple(call.out_paths[j] for j, _ in used)
+            gx = VJP.apply(call, need, out_paths, *xs, *(g for _, g in used))
+            result = _scatter(call.n_args, need, gx)
+        return (None, *result)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        call: TesseractCall = ctx.call
+        xs = ctx.saved_tensors
+        given = [(i, t) for i, t in _present(tangents[1:]) if call.differentiable[i]]
+        if not given:
+            return _zero_outputs(call, call.out_paths)
+        t_idx = tuple(i for i, _ in given)
+        return JVP.apply(call, t_idx, call.out_paths, *xs, *(t for _, t in given))
+
+    @staticmethod
+    def vmap(
+        info: Any, in_dims: Sequence[int | None], call: TesseractCall, *xs: torch.Tensor
+    ) -> Any:
+        """One ``apply`` per batch element; static outputs are stacked in ``call``."""
+        _check_batch(info)
+        samples = []
+        results = []
+        for b in range(info.batch_size):
+            sub = call.fork()
+            sample = [
+                x if d is None else x.select(d, b)
+                for x, d in zip(xs, in_dims[1:], strict=True)
+            ]
+            results.append(Apply.apply(sub, *sample))
+            samples.append(sub)
+        call.record_batch(samples)
+        outs = tuple(torch.stack(column) for column in zip(*results, strict=True))
+        return outs, (0,) * len(outs)
+
+
+class VJP(torch.autograd.Function):
+    """``J(x)^T ct`` for the inputs ``in_idx``; ``ct`` given for ``out_paths``.
+
+    Arguments: ``(call, in_idx, out_paths, *xs, *cts)``; returns one gradient
+    per index of ``in_idx``, in the dtype and on the device of that input.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        call: TesseractCall,
+        in_idx: tuple[int, ...],
+        out_paths: tuple[str, ...],
+        *args: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        xs, cts = args[: call.n_args], args[call.n_args :]
+        ct = call.cotangents(out_paths, cts)
+        vjp_inputs = [call.paths[i] for i in in_idx]
+        result = call.endpoints.vjp(call.inputs(xs), vjp_inputs, list(ct), ct)
+        return tuple(
+            to_tensor(result[call.paths[i]], xs[i].device, numpy_dtype(xs[i].dtype))
+            for i in in_idx
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.call, ctx.in_idx, ctx.out_paths, *tensors = inputs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        call: TesseractCall = ctx.call
+        n = call.n_args
+        saved = ctx.saved_tensors
+        xs, cts = saved[:n], saved[n:]
+        gx: list[Any] = [None] * n
+        gct: list[Any] = [None] * len(cts)
+        # The incoming gradient lives in the space of the inputs in_idx: it is
+        # the tangent direction of both second-order terms.
+        direction = [(ctx.in_idx[k], g) for k, g in _present(grads)]
+        if direction:
+            t_idx = tuple(i for i, _ in direction)
+            ts = [g for _, g in direction]
+            need_x = _needed(ctx, call, 3)
+            if need_x:
+                hx = VJPJVP.apply(call, need_x, ctx.out_paths, t_idx, *xs, *cts, *ts)
+                gx = _scatter(n, need_x, hx)
+            need_ct = tuple(
+                j for j in range(len(cts)) if ctx.needs_input_grad[3 + n + j]
+            )
+            if need_ct:
+                jt = JVP.apply(
+                    call, t_idx, tuple(ctx.out_paths[j] for j in need_ct), *xs, *ts
+                )
+                gct = _scatter(len(cts), need_ct, jt)
+        return (None, None, None, *gx, *gct)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        call: TesseractCall = ctx.call
+        n = call.n_args
+        saved = ctx.saved_tensors
+        xs, cts = saved[:n], saved[n:]
+        tx = [
+            (i, t) for i, t in _present(tangents[3 : 3 + n]) if call.differentiable[i]
+        ]
+        tct = _present(tangents[3 + n :])
+        terms = []
+        if tx:
+            t_idx = tuple(i for i, _ in tx)
+            terms.append(
+                VJPJVP.apply(
+                    call,
+                    ctx.in_idx,
+                    ctx.out_paths,
+                    t_idx,
+                    *xs,
+                    *cts,
+                    *(t for _, t in tx),
+                )
+            )
+        if tct:
+            paths = tuple(ctx.out_paths[j] for j, _ in tct)
+            terms.append(VJP.apply(call, ctx.in_idx, paths, *xs, *(t for _, t in tct)))
+        if not terms:
+            return tuple(torch.zeros_like(xs[i]) for i in ctx.in_idx)
+        return _sum(terms)
+
+
+class JVP(torch.autograd.Function):
+    """``J(x) t`` for the outputs ``out_paths``; ``t`` given for the inputs ``t_idx``.
+
+    Arguments: ``(call, t_idx, out_paths, *xs, *ts)``; returns one tangent per
+    output path, in the output's dtype, on the caller's device.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        call: TesseractCall,
+        t_idx: tuple[int, ...],
+        out_paths: tuple[str, ...],
+        *args: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        xs, ts = args[: call.n_args], args[call.n_args :]
+        t = call.tangents(t_idx, ts)
+        if not t:
+            return _zero_outputs(call, out_paths)
+        result = call.endpoints.jvp(call.inputs(xs), list(t), list(out_paths), t)
+        return tuple(
+            to_tensor(result[p], call.device, call.out_meta[p][1]) for p in out_paths
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.call, ctx.t_idx, ctx.out_paths, *tensors = inputs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        call: TesseractCall = ctx.call
+        n = call.n_args
+        saved = ctx.saved_tensors
+        xs, ts = saved[:n], saved[n:]
+        gx: list[Any] = [None] * n
+        gt: list[Any] = [None] * len(ts)
+        used = _present(grads)
+        if used:
+            paths = tuple(ctx.out_paths[j] for j, _ in used)
+            gs = [g for _, g in used]
+            need_x = _needed(ctx, call, 3)
+            if need_x:
+                hx = VJPJVP.apply(call, need_x, paths, ctx.t_idx, *xs, *gs, *ts)
+                gx = _scatter(n, need_x, hx)
+            need_t = tuple(k for k in range(len(ts)) if ctx.needs_input_grad[3 + n + k])
+            if need_t:
+                vt = VJP.apply(
+                    call, tuple(ctx.t_idx[k] for k in need_t), paths, *xs, *gs
+                )
+                gt = _scatter(len(ts), need_t, vt)
+        return (None, None, None, *gx, *gt)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        call: TesseractCall = ctx.call
+        n = call.n_args
+        xs = ctx.saved_tensors[:n]
+        if any(call.differentiable[i] for i, _ in _present(tangents[3 : 3 + n])):
+            raise NotImplementedError(_NO_FORWARD_OVER_FORWARD)
+        tt = _present(tangents[3 + n :])
+        if not tt:
+            return _zero_outputs(call, ctx.out_paths)
+        t_idx = tuple(ctx.t_idx[k] for k, _ in tt)
+        return JVP.apply(call, t_idx, ctx.out_paths, *xs, *(t for _, t in tt))
+
+
+class VJPJVP(torch.autograd.Function):
+    """``d/de J(x + e t)^T ct`` at ``e = 0`` for the inputs ``in_idx``.
+
+    Arguments: ``(call, in_idx, out_paths, t_idx, *xs, *cts, *ts)``. With the
+    cotangent of a scalar loss this is a Hessian-vector product. Not
+    differentiable further.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        call: TesseractCall,
+        in_idx: tuple[int, ...],
+        out_paths: tuple[str, ...],
+        t_idx: tuple[int, ...],
+        *args: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        n, m = call.n_args, len(out_paths)
+        xs, cts, ts = args[:n], args[n : n + m], args[n + m :]
+        ct = call.cotangents(out_paths, cts)
+        t = call.tangents(t_idx, ts)
+        if not ct or not t:
+            return tuple(torch.zeros_like(xs[i]) for i in in_idx)
+        vjp_inputs = [call.paths[i] for i in in_idx]
+        result = call.endpoints.vjp_jvp(call.inputs(xs), vjp_inputs, list(ct), ct, t)
+        return tuple(
+            to_tensor(result[call.paths[i]], xs[i].device, numpy_dtype(xs[i].dtype))
+            for i in in_idx
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        raise NotImplementedError(_NO_THIRD_ORDER)
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        raise NotImplementedError(_NO_THIRD_ORDER)
+
+
+def _zero_outputs(
+    call: TesseractCall, out_paths: Sequence[str]
+) -> tuple[torch.Tensor, ...]:
+    """Zero tangents for ``out_paths`` (shape and dtype of one sample's outputs)."""
+    return tuple(to_tensor(np.zeros(*call.out_meta[p]), call.device) for p in out_paths)
+
+
+# The vmap rules refer to their own class, so they are attached once it exists.
+VJP.vmap = _sequential_vmap(VJP, 3)
+JVP.vmap = _sequential_vmap(JVP, 3)
+VJPJVP.vmap = _sequential_vmap(VJPJVP, 4)
