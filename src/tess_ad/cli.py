@@ -50,7 +50,23 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# Tolerances relative to each Jacobian block's largest entry. Finite differences in
+# float64 are this good; in a less precise dtype the error grows with eps^(2/3)
+# (central) or eps^(1/2) (forward), see default_rtol.
 DEFAULT_RTOL = {"central": 1e-5, "forward": 1e-3, "stochastic": 0.5}
+_ACCURACY = {"central": 2.0 / 3.0, "forward": 0.5, "stochastic": 2.0 / 3.0}
+
+
+def default_rtol(method: str, dtypes: Sequence[Any]) -> float:
+    """The default ``--rtol``: by method, widened for the least precise dtype involved."""
+    floats = [np.dtype(d) for d in dtypes if d is not None and np.dtype(d).kind == "f"]
+    eps = max(
+        (float(np.finfo(d).eps) for d in floats),
+        default=float(np.finfo(np.float64).eps),
+    )
+    return max(DEFAULT_RTOL[method], 100.0 * eps ** _ACCURACY[method])
+
+
 ENDPOINTS = (
     "apply",
     "jacobian",
@@ -113,7 +129,14 @@ def load_target(target: str) -> tuple[Any, Path | None]:
 def load_inputs(inputs_file: Path | None, folder: Path | None) -> dict:
     """The inputs from ``--inputs``, or the example inputs beside the Tesseract."""
     if inputs_file is None:
-        candidates = sorted(folder.glob("*inputs*.json")) if folder is not None else []
+        candidates = []
+        if folder is not None:
+            preferred = folder / "example_inputs.json"
+            candidates = (
+                [preferred]
+                if preferred.exists()
+                else sorted(folder.glob("*inputs*.json"))
+            )
         if not candidates:
             raise CheckError(
                 "no inputs: pass --inputs FILE (a JSON file with the inputs, or {'inputs': ...})"
@@ -289,7 +312,6 @@ def run_check(
         raise CheckError(
             f"--method must be one of {', '.join(METHODS)}, got {method!r}"
         )
-    rtol = DEFAULT_RTOL[method] if rtol is None else rtol
     client, folder = load_target(target)
     inputs = load_inputs(inputs_file, folder)
     schema = tesseract_schema(client)
@@ -319,6 +341,12 @@ def run_check(
             "nothing to differentiate: the Tesseract has no differentiable inputs or outputs here"
         )
 
+    if rtol is None:
+        rtol = default_rtol(
+            method,
+            [_dtype(flat[p]) for p in in_paths]
+            + [_dtype(out_flat[o]) for o in out_paths],
+        )
     shapes = {o: out_flat[o].shape or () for o in out_paths}
     n = sum(int(np.prod(flat[p].shape)) for p in in_paths)
     fd = with_finite_differences(

@@ -1,0 +1,132 @@
+"""`tess-ad check`: every example passes, a wrong gradient fails with a useful table, bad input gives one line."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import EXAMPLES, example_api
+from typer.testing import CliRunner
+
+from tess_ad.cli import app, default_rtol
+
+runner = CliRunner()
+WRONG = Path(__file__).parent / "tesseracts" / "wrong_gradient"
+EXAMPLE_DIRS = sorted(
+    p.name for p in EXAMPLES.iterdir() if (p / "tesseract_api.py").exists()
+)
+
+
+def check(*args):
+    return runner.invoke(app, ["check", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXAMPLE_DIRS)
+def test_every_example_passes(name):
+    result = check(EXAMPLES / name, "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0, report["failures"]
+    names = [w["name"] for w in report["ways"]]
+    assert names[-2:] == ["jax", "torch"] and "finite differences" in names
+    assert report["ok"] and all(p["ok"] for w in report["ways"] for p in w["pairs"])
+    assert all(w["error"] is None for w in report["ways"])
+
+
+def test_wrong_gradient_fails_with_table():
+    result = check(WRONG)
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "d y / d x" in out and "DISAGREES" in out
+    assert (
+        "FAILED" in out
+        and "finite differences disagrees with endpoints on d y / d x" in out
+    )
+    # d y / d s is right, and says so
+    s_table = out[out.index("d y / d s") :]
+    assert "agrees" in s_table.split("FAILED")[0]
+
+
+def test_json_report_of_wrong_gradient():
+    report = json.loads(check(WRONG, "--json").stdout)
+    assert report["reference"] == "endpoints" and not report["ok"]
+    fd = next(w for w in report["ways"] if w["name"] == "finite differences")
+    by_input = {p["input"]: p for p in fd["pairs"]}
+    assert not by_input["x"]["ok"] and by_input["x"]["max_abs_diff"] > 0.05
+    assert by_input["s"]["ok"]
+    assert fd["calls"] == "8 apply"  # 2n, n = 3 + 1
+
+
+def test_paths_and_method_options():
+    report = json.loads(
+        check(
+            EXAMPLES / "nested",
+            "--json",
+            "--inputs-paths",
+            "layers.[1].b",
+            "--outputs-paths",
+            "summary.{mean}",
+            "--method",
+            "forward",
+        ).stdout
+    )
+    assert report["inputs_paths"] == ["layers.[1].b"] and report["outputs_paths"] == [
+        "summary.{mean}"
+    ]
+    assert report["method"] == "forward" and report["rtol"] == default_rtol(
+        "forward", ["float64"]
+    )
+    assert (
+        report["reference"] == "finite differences"
+    )  # nested has no gradient endpoints
+
+
+@pytest.mark.served
+def test_served_target(served_tesseract):
+    t = served_tesseract("rosenbrock")
+    url = t._client.url
+    result = check(url, "--inputs", EXAMPLES / "rosenbrock" / "example_inputs.json")
+    assert result.exit_code == 0, result.stdout
+    assert "OK" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/no/such/tesseract"], "no such tesseract_api.py"),
+        ([WRONG, "--inputs", WRONG / "bad.json"], "inputs do not match the schema"),
+        ([WRONG, "--inputs", "/no/such.json"], "no such file"),
+        ([WRONG, "--inputs-paths", "z"], "'z'"),
+        ([WRONG, "--outputs-paths", "nope"], "'nope' is not a Differentiable output"),
+        ([WRONG, "--method", "sideways"], "--method must be one of"),
+        (["http://127.0.0.1:9"], "cannot reach a Tesseract at http://127.0.0.1:9"),
+        ([EXAMPLES], "no such tesseract_api.py"),
+    ],
+)
+def test_bad_targets_and_inputs_give_one_line(args, message):
+    result = check(*args)
+    assert result.exit_code == 2
+    err = result.stderr.strip()
+    assert message in err
+    assert (
+        "Traceback" not in err and len(err.splitlines()) <= 3
+    )  # one message (wrapped at most)
+
+
+def test_debug_shows_traceback():
+    result = runner.invoke(app, ["check", "/no/such/tesseract", "--debug"])
+    assert result.exit_code == 2 and "Traceback" in result.stderr
+
+
+def test_installed_script_runs():
+    exe = Path(sys.executable).parent / "tess-ad"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tess_ad.cli"]
+    proc = subprocess.run(
+        [*cmd, "check", str(example_api("rosenbrock").parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "every way agrees" in proc.stdout
