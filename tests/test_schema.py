@@ -914,5 +914,6 @@ def test_flat_tree_is_a_read_only_mapping(schemas):
     flat = schemas["rosenbrock"].inputs.flatten(example_inputs("rosenbrock"))
     assert isinstance(flat, Mapping)
     assert len(flat) == 3 and "x" in flat and "y" not in flat
-    assert flat.values() == {"x": [-1.2, 1.0, 0.5, 2.0], "a": 1.0, "b": 100.0}
+    assert flat.leaf_values() == {"x": [-1.2, 1.0, 0.5, 2.0], "a": 1.0, "b": 100.0}
+    assert [leaf.path for leaf in flat.values()] == ["x", "a", "b"]
     assert "x" in repr(flat)

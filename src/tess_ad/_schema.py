@@ -235,8 +235,8 @@ class FlatTree(Mapping[str, Leaf]):
         """Paths of all array leaves, in tree order."""
         return tuple(p for p, leaf in self._leaves.items() if leaf.is_array)
 
-    def values(self) -> dict[str, Any]:  # type: ignore[override]
-        """``path -> value`` for every leaf."""
+    def leaf_values(self) -> dict[str, Any]:
+        """``path -> value`` for every leaf (``values()`` gives the :class:`Leaf` objects)."""
         return {p: leaf.value for p, leaf in self._leaves.items()}
 
     def check_paths(self, paths: Sequence[str], what: str = "path") -> None:

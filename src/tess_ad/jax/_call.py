@@ -1,0 +1,561 @@
+"""One ``apply_tesseract`` call, split into JAX operands and static parts.
+
+:func:`prepare_call` flattens the inputs with the Tesseract's schema (the
+core's schema-leaf pytree) and decides, leaf by leaf, what JAX sees:
+
+* array leaves at ``Differentiable`` paths are *operands* (cast to the
+  schema's dtype, so ``jax.grad`` sees the dtype the Tesseract computes in);
+* any other leaf that is a JAX tracer (a non-differentiable array or a
+  Python scalar that ``jit`` turned into a tracer) is an operand too, since
+  its value is only known at run time; a non-zero tangent on it is an error;
+* everything else (config, strings, non-differentiable NumPy arrays) is
+  static and travels inside :class:`TesseractCall`.
+
+:class:`TesseractCall` is the static parameter of every primitive in
+``_primitives``. It holds no tracer and no input data of the operands (a
+placeholder skeleton rebuilds the nested inputs from the operand values), and
+it compares by identity, so the jaxprs that hold it never keep a trace alive.
+
+The ``host_*`` methods are what runs on the host, from the host callback of
+a jitted program or from the eager implementation. They use NumPy only (never ``jax.numpy``: a
+callback that calls back into JAX can deadlock) and get every number from
+:class:`tess_ad._endpoints.Endpoints`, which the PyTorch adapter also uses.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tess_ad._endpoints import Endpoints, NoGradientRouteError
+from tess_ad._schema import FlatTree, SchemaError, as_numpy
+
+from ._spec import (
+    InputKey,
+    OutputShapeError,
+    OutputSpec,
+    canonical_dtype,
+    fixed_schema_spec,
+    lookup_record,
+    placeholder,
+    spec_from_abstract,
+    spec_from_outputs,
+    store_record,
+)
+
+__all__ = [
+    "Operand",
+    "Prepared",
+    "TesseractCall",
+    "is_concrete",
+    "learn_from_concrete",
+    "prepare_call",
+]
+
+
+def is_concrete(value: Any) -> bool:
+    """Whether a leaf value is known now (not a JAX tracer)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+@dataclass(frozen=True)
+class Operand:
+    """An input leaf that is passed to the primitives as a JAX value.
+
+    Attributes:
+        path: The leaf's path.
+        differentiable: Whether the schema marks it ``Differentiable``.
+        shape: Shape of the JAX value.
+        dtype: Dtype of the JAX value.
+        scalar_type: ``float``/``int``/``bool`` for a Python-scalar schema
+            field (turned back into that type on the host), else ``None``.
+    """
+
+    path: str
+    differentiable: bool
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scalar_type: type | None
+
+
+_NOT_DIFFERENTIABLE = (
+    "A non-zero derivative (a tangent in forward mode, a cotangent in reverse "
+    "mode) reached the input {path!r}, which the Tesseract's schema does not mark "
+    "Differentiable, so it has no derivative. Either mark it `Differentiable[...]` "
+    "in the Tesseract's schema (and give it a gradient route), or keep it out of "
+    "differentiation: close over it (differentiate a function of the "
+    "differentiable leaves only, or use `argnums`), or apply "
+    "`jax.lax.stop_gradient` to it before calling apply_tesseract."
+)
+
+
+class TesseractCall:
+    """The static part of one ``apply_tesseract`` call (hashed by identity).
+
+    Attributes:
+        endpoints: The derivative routes of the Tesseract.
+        operands: The operand leaves, in the order the primitives take them.
+        key: Shapes, dtypes and static values of the inputs, to find recorded
+            output specs.
+        materialize_jacobian: ``None`` (use the ``jacobian`` endpoint for
+            ``jacfwd``/``jacrev`` when there is one), ``True`` or ``False``.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        skeleton: FlatTree,
+        operands: tuple[Operand, ...],
+        key: InputKey,
+        abstract_inputs: Any,
+        materialize_jacobian: bool | None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.operands = operands
+        self.key = key
+        self.materialize_jacobian = materialize_jacobian
+        self.index = {op.path: i for i, op in enumerate(operands)}
+        self._skeleton = skeleton
+        self._abstract_inputs = abstract_inputs
+        self._spec: OutputSpec | None = None
+        self._lock = threading.Lock()
+        self.last_others: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"TesseractCall({len(self.operands)} operands)"
+
+    @property
+    def n(self) -> int:
+        """Number of operands."""
+        return len(self.operands)
+
+    @property
+    def tesseract(self) -> Any:
+        """The Tesseract client."""
+        return self.endpoints.tesseract
+
+    # -- output spec ---------------------------------------------------------
+
+    def spec(self) -> OutputSpec:
+        """The output spec, found from the sources in ``_spec``'s order.
+
+        Raises:
+            OutputShapeError: If no source knows the output shapes.
+        """
+        if self._spec is not None:
+            return self._spec
+        with self._lock:
+            if self._spec is None:
+                self._spec = self._resolve_spec()
+        return self._spec
+
+    def _resolve_spec(self) -> OutputSpec:
+        ep = self.endpoints
+        problems = []
+        if ep.schema.has("abstract_eval"):
+            try:
+                result = self.tesseract.abstract_eval(self._abstract_inputs)
+                return spec_from_abstract(ep.schema, result)
+            except Exception as exc:  # fall back to the next source, but say why
+                problems.append(f"its abstract_eval endpoint failed: {exc}")
+        else:
+            problems.append("it has no abstract_eval endpoint")
+        spec = fixed_schema_spec(self.tesseract, ep.schema)
+        if spec is not None:
+            return spec
+        problems.append("its OutputSchema does not fix every output's shape")
+        spec = lookup_record(self.tesseract, self.key)
+        if spec is not None:
+            return spec
+        problems.append(
+            "no earlier eager call with inputs of these shapes, dtypes and static values was made"
+        )
+        shapes = ", ".join(
+            f"{entry[1]}: {entry[3]}{list(entry[2])}"
+            for entry in self.key
+            if entry[0] == "a"
+        )
+        raise OutputShapeError(
+            "apply_tesseract cannot tell the output shapes of this Tesseract under a "
+            f"JAX transformation (jit, vmap, linearize...) for inputs {{{shapes}}}: "
+            + "; ".join(problems)
+            + ". Fix it in one of these ways: add an `abstract_eval` endpoint to the "
+            "Tesseract's tesseract_api.py; give every output a fixed shape in its "
+            "OutputSchema (e.g. Array[(3,), Float64]); or call "
+            "`tess_ad.jax.apply_tesseract(tesseract, inputs)` once eagerly (outside "
+            "jit) with inputs of the same shapes, which records the output shapes."
+        )
+
+    def _learn_spec(self, spec: OutputSpec) -> OutputSpec:
+        """Adopt (or check against) the spec of a concrete call, and record it."""
+        store_record(self.tesseract, self.key, spec)
+        with self._lock:
+            if self._spec is None:
+                self._spec = spec
+        if not self._spec.same_as(spec):
+            raise RuntimeError(
+                "the Tesseract's apply returned outputs "
+                f"{spec.describe()}, but {self._spec.source} announced "
+                f"{self._spec.describe()}; fix the Tesseract's abstract_eval/OutputSchema "
+                "so that both agree"
+            )
+        return self._spec
+
+    # -- tangent checks --------------------------------------------------------
+
+    def check_differentiable(self, paths: Sequence[str]) -> None:
+        """Raise naming the first operand path that is not differentiable."""
+        for path in paths:
+            if not self.operands[self.index[path]].differentiable:
+                raise ValueError(_NOT_DIFFERENTIABLE.format(path=path))
+
+    def require_route(self, mode: str) -> None:
+        """Raise :class:`NoGradientRouteError` if ``mode`` derivatives are unavailable.
+
+        Args:
+            mode: ``"forward"`` (JVPs), ``"reverse"`` (VJPs) or ``"any"``.
+        """
+        ep = self.endpoints
+        ok = {
+            "forward": ep.has_forward,
+            "reverse": ep.has_reverse,
+            "any": ep.has_forward or ep.has_reverse,
+        }[mode]
+        if ok:
+            return
+        needs = {
+            "forward": "forward-mode (jacobian_vector_product or jacobian)",
+            "reverse": "reverse-mode (vector_jacobian_product or jacobian)",
+            "any": "gradient (vector_jacobian_product, jacobian_vector_product or jacobian)",
+        }[mode]
+        raise NoGradientRouteError(
+            f"cannot differentiate this Tesseract with JAX: it has no {needs} "
+            "endpoint. Wrap it so that its derivatives come from finite differences "
+            "of apply: `tesseract = tess_ad.with_finite_differences(tesseract)` (and "
+            "pass that to apply_tesseract), or add the gradient endpoints to its "
+            "tesseract_api.py."
+        )
+
+    def use_jacobian(self) -> bool:
+        """Whether batched JVPs/VJPs at one point use the ``jacobian`` route."""
+        if self.materialize_jacobian is None:
+            return self.endpoints.has_jacobian
+        return bool(self.materialize_jacobian)
+
+    # -- host side (NumPy only) ----------------------------------------------------
+
+    def inputs(self, values: Sequence[Any]) -> dict:
+        """The nested inputs with the operand values put back (NumPy/Python)."""
+        updates = {}
+        for op, value in zip(self.operands, values, strict=True):
+            arr = np.asarray(value)
+            updates[op.path] = arr.item() if op.scalar_type is not None else arr
+        return self._skeleton.unflatten(updates)
+
+    def host_apply(self, *args: Any) -> tuple[np.ndarray, ...]:
+        """``apply`` on the host; the JAX-valued output leaves in spec order."""
+        outputs = self.endpoints.apply(self.inputs(args))
+        try:
+            concrete = spec_from_outputs(
+                self.endpoints.schema, outputs, "a recorded concrete call"
+            )
+        except SchemaError as exc:
+            raise SchemaError(
+                f"the Tesseract's apply returned outputs that do not fit its OutputSchema: {exc}"
+            ) from exc
+        spec = self._learn_spec(concrete)
+        flat = self.endpoints.schema.outputs.flatten(outputs, check=False)
+        self.last_others = {
+            leaf.path: flat[leaf.path].value
+            for leaf in spec.leaves
+            if leaf.kind == "other"
+        }
+        return tuple(
+            _fit(
+                flat[leaf.path].value,
+                leaf.shape,
+                leaf.dtype,
+                f"output {leaf.path!r} of apply",
+            )
+            for leaf in spec.traced
+        )
+
+    def host_jvp(
+        self, wrt: tuple[str, ...], outs: tuple[str, ...], batch: int, *args: Any
+    ) -> tuple[np.ndarray, ...]:
+        """``J t`` for the outputs ``outs``, tangents on the inputs ``wrt``.
+
+        With ``batch > 0`` the tangents carry a leading batch axis and one
+        Jacobian serves the whole batch.
+        """
+        primals, tangents = args[: self.n], [np.asarray(t) for t in args[self.n :]]
+        spec = self.spec()
+        inputs = self.inputs(primals)
+        if batch:
+            jac = self._jacobian(inputs, wrt, outs)
+            result = {}
+            for o in outs:
+                shape = spec.leaf(o).shape
+                total = np.zeros((batch, math.prod(shape)))
+                for p, t in zip(wrt, tangents, strict=True):
+                    total = (
+                        total
+                        + t.reshape(batch, -1) @ jac[o][p].reshape(total.shape[1], -1).T
+                    )
+                result[o] = total.reshape((batch, *shape))
+        else:
+            result = self.endpoints.jvp(
+                inputs, list(wrt), list(outs), dict(zip(wrt, tangents, strict=True))
+            )
+        prefix = (batch,) if batch else ()
+        return tuple(
+            _fit(
+                result[o],
+                (*prefix, *spec.leaf(o).shape),
+                spec.leaf(o).dtype,
+                f"JVP of output {o!r}",
+            )
+            for o in outs
+        )
+
+    def host_vjp(
+        self, wrt: tuple[str, ...], outs: tuple[str, ...], batch: int, *args: Any
+    ) -> tuple[np.ndarray, ...]:
+        """``ct J`` for the inputs ``wrt``, cotangents on the outputs ``outs``.
+
+        With ``batch > 0`` the cotangents carry a leading batch axis and one
+        Jacobian serves the whole batch.
+        """
+        primals, cts = args[: self.n], [np.asarray(c) for c in args[self.n :]]
+        inputs = self.inputs(primals)
+        if batch:
+            jac = self._jacobian(inputs, wrt, outs)
+            result = {}
+            for p in wrt:
+                shape = self.operands[self.index[p]].shape
+                total = np.zeros((batch, math.prod(shape)))
+                for o, ct in zip(outs, cts, strict=True):
+                    total = total + ct.reshape(batch, -1) @ jac[o][p].reshape(
+                        -1, total.shape[1]
+                    )
+                result[p] = total.reshape((batch, *shape))
+        else:
+            result = self.endpoints.vjp(
+                inputs, list(wrt), list(outs), dict(zip(outs, cts, strict=True))
+            )
+        return tuple(self._fit_input(result[p], p, "VJP", batch) for p in wrt)
+
+    def host_hvp(
+        self,
+        wrt: tuple[str, ...],
+        outs: tuple[str, ...],
+        tan: tuple[str, ...],
+        *args: Any,
+    ) -> tuple[np.ndarray, ...]:
+        """``d/de VJP(x + e t, ct)`` for the inputs ``wrt`` (``Endpoints.vjp_jvp``)."""
+        n_ct = len(outs)
+        primals = args[: self.n]
+        cts = args[self.n : self.n + n_ct]
+        tangents = args[self.n + n_ct :]
+        result = self.endpoints.vjp_jvp(
+            self.inputs(primals),
+            list(wrt),
+            list(outs),
+            dict(zip(outs, map(np.asarray, cts), strict=True)),
+            dict(zip(tan, map(np.asarray, tangents), strict=True)),
+        )
+        return tuple(self._fit_input(result[p], p, "second-order VJP") for p in wrt)
+
+    def _jacobian(
+        self, inputs: dict, wrt: tuple[str, ...], outs: tuple[str, ...]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Jacobian blocks as float64, checked to be ``(*out_shape, *in_shape)``."""
+        spec = self.spec()
+        result = self.endpoints.jacobian(
+            inputs,
+            list(wrt),
+            list(outs),
+            output_shapes={o: spec.leaf(o).shape for o in outs},
+        )
+        blocks: dict[str, dict[str, np.ndarray]] = {}
+        for o in outs:
+            blocks[o] = {}
+            for p in wrt:
+                shape = (*spec.leaf(o).shape, *self.operands[self.index[p]].shape)
+                blocks[o][p] = _fit(
+                    result[o][p], shape, np.float64, f"Jacobian d{o}/d{p}"
+                )
+        return blocks
+
+    def _fit_input(
+        self, value: Any, path: str, what: str, batch: int = 0
+    ) -> np.ndarray:
+        op = self.operands[self.index[path]]
+        shape = (batch, *op.shape) if batch else op.shape
+        return _fit(value, shape, op.dtype, f"{what} of input {path!r}")
+
+
+def _fit(
+    value: Any, shape: tuple[int, ...], dtype: np.dtype | None, what: str
+) -> np.ndarray:
+    arr = as_numpy(value)
+    if arr.shape != tuple(shape):
+        raise RuntimeError(
+            f"the Tesseract returned shape {arr.shape} for the {what}, but "
+            f"{tuple(shape)} was expected; if the output shapes come from "
+            "abstract_eval, fix it so that it agrees with apply"
+        )
+    return np.asarray(arr, dtype=dtype)
+
+
+# --------------------------------------------------------------------------
+# Splitting the inputs
+# --------------------------------------------------------------------------
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _operand_dtype(leaf: Any) -> np.dtype:
+    if leaf.differentiable and leaf.spec is not None and leaf.spec.dtype:
+        return canonical_dtype(leaf.spec.dtype)
+    return canonical_dtype(leaf.dtype)
+
+
+def _scalar_type(value: Any) -> type:
+    kind = np.dtype(value.dtype).kind
+    return bool if kind == "b" else int if kind in "iu" else float
+
+
+@dataclass
+class Prepared:
+    """The result of :func:`prepare_call`.
+
+    Attributes:
+        call: The static call description (``None`` for a concrete call).
+        operand_values: The JAX values of the operands (traced calls).
+        concrete_inputs: NumPy inputs for a direct ``apply`` (concrete calls).
+        key: The input key (shapes, dtypes and static values).
+    """
+
+    call: TesseractCall | None
+    operand_values: list[Any]
+    concrete_inputs: dict | None
+    key: InputKey
+
+
+def prepare_call(
+    endpoints: Endpoints,
+    inputs: Any,
+    materialize_jacobian: bool | None,
+) -> Prepared:
+    """Split ``inputs`` into operands and static parts (see the module docstring).
+
+    Raises:
+        SchemaError: If the inputs do not fit the Tesseract's InputSchema.
+    """
+    schema = endpoints.schema
+    if not isinstance(inputs, Mapping) and not hasattr(inputs, "model_fields"):
+        raise SchemaError(
+            f"apply_tesseract expects the inputs as a dict following the Tesseract's "
+            f"InputSchema, got {type(inputs).__name__}"
+        )
+    flat = schema.inputs.flatten(inputs)
+    concrete = all(is_concrete(value) for value in flat.leaf_values().values())
+
+    key: list[tuple[Any, ...]] = []
+    for path, leaf in flat.items():
+        if leaf.is_array:
+            key.append(("a", path, tuple(leaf.shape), _operand_dtype(leaf).name))
+        elif is_concrete(leaf.value):
+            key.append(("v", path, _hashable(_to_python(leaf.value))))
+        else:
+            key.append(("t", path))
+    input_key: InputKey = tuple(key)
+
+    if concrete:
+        updates = {}
+        for path, leaf in flat.items():
+            if leaf.is_array and leaf.differentiable:
+                updates[path] = as_numpy(leaf.value, _operand_dtype(leaf))
+            elif isinstance(leaf.value, jax.Array):
+                arr = np.asarray(leaf.value)
+                updates[path] = arr if leaf.is_array else arr.item()
+        return Prepared(None, [], flat.unflatten(updates), input_key)
+
+    operands: list[Operand] = []
+    values: list[Any] = []
+    fill: dict[str, Any] = {}
+    abstract: dict[str, Any] = {}
+    for path, leaf in flat.items():
+        value = leaf.value
+        traced = not is_concrete(value)
+        if leaf.is_array and (leaf.differentiable or traced):
+            dtype = _operand_dtype(leaf)
+            if traced:
+                value = value.astype(dtype) if value.dtype != dtype else value
+            else:
+                value = jnp.asarray(as_numpy(value, dtype))
+            operands.append(
+                Operand(path, leaf.differentiable, tuple(leaf.shape), dtype, None)
+            )
+            values.append(value)
+            fill[path] = placeholder(leaf.shape, dtype)
+        elif traced:  # a Python-scalar field that jit turned into a tracer
+            stype = _scalar_type(value)
+            operands.append(
+                Operand(
+                    path, False, tuple(value.shape), canonical_dtype(value.dtype), stype
+                )
+            )
+            values.append(value)
+            fill[path] = stype(0)
+            abstract[path] = stype(0)
+        elif isinstance(value, jax.Array):
+            arr = np.asarray(value)
+            fill[path] = arr if leaf.is_array else arr.item()
+        if leaf.is_array:
+            dtype = (
+                leaf.spec.dtype
+                if leaf.differentiable and leaf.spec is not None and leaf.spec.dtype
+                else np.dtype(leaf.dtype).name
+            )
+            abstract[path] = {"shape": list(leaf.shape), "dtype": str(dtype)}
+    skeleton = schema.inputs.flatten(flat.unflatten(fill), check=False)
+    abstract_inputs = flat.unflatten({**fill, **abstract})
+    call = TesseractCall(
+        endpoints,
+        skeleton,
+        tuple(operands),
+        input_key,
+        abstract_inputs,
+        materialize_jacobian,
+    )
+    return Prepared(call, values, None, input_key)
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, jax.Array | np.generic):
+        return np.asarray(value).item()
+    return value
+
+
+def learn_from_concrete(
+    endpoints: Endpoints, key: InputKey, outputs: Any
+) -> OutputSpec:
+    """Record the spec of a concrete call's outputs (eager ``apply_tesseract``)."""
+    spec = spec_from_outputs(endpoints.schema, outputs, "a recorded concrete call")
+    store_record(endpoints.tesseract, key, spec)
+    return spec

@@ -1,0 +1,534 @@
+"""Four JAX primitives that make a Tesseract call work under every transformation.
+
+Why primitives and not ``jax.custom_vjp``/``custom_jvp``: a ``custom_vjp``
+function refuses forward mode (``jvp``, ``jacfwd``, ``linearize``), and a
+``custom_jvp`` rule is transposed by JAX, so reverse mode would run forward
+JVPs instead of the Tesseract's VJP endpoint. With primitives we choose the
+endpoint for each mode, and second order works because each derivative is
+itself a primitive with its own rules:
+
+=========  ==========================  =======================================
+primitive  computes (via Endpoints)    derivative rules
+=========  ==========================  =======================================
+apply_p    ``apply``                   JVP: ``jvp_p`` (linear in tangents)
+jvp_p      ``J t`` (``jvp``)           transpose: ``vjp_p``; JVP in ``t``: itself
+vjp_p      ``ct J`` (``vjp``)          JVP in ``x``: ``hvp_p``; in ``ct``: itself;
+                                       transpose in ``ct``: ``jvp_p``
+hvp_p      ``d/de ct J(x + e t)``      bilinear in ``(ct, t)``; transpose in ``t``:
+           (``vjp_jvp``: 2 VJPs)       itself with roles swapped (symmetric Hessian)
+=========  ==========================  =======================================
+
+So ``grad`` is apply + one VJP, ``jvp`` apply + one JVP, and ``hessian``
+(``jacfwd(jacrev)``) takes Hessian-vector products from central differences of
+the VJP, two VJP calls each. Forward-over-forward of ``jvp_p`` and third
+derivatives are refused with a message (no endpoint gives them).
+
+Every primitive has an abstract-eval rule (shapes from the call's
+:class:`~tess_ad.jax._spec.OutputSpec`), an eager implementation (calls the
+host function directly), a lowering (a host callback, emitted as
+tesseract-jax does, declared free of side effects so XLA may drop unused
+calls) and a batching rule.
+
+Batching is sequential, one Tesseract call per batch element: a Python loop
+outside ``jit`` (each element runs eagerly, so no output shapes are needed in
+advance) and ``jax.lax.map`` under ``jit`` (a small program). The exception is
+a batch of (co)tangents at one unbatched point (``jacfwd``, ``jacrev``): when
+the Tesseract has a ``jacobian`` endpoint (see ``materialize_jacobian``),
+``jvp_p``/``vjp_p`` take the whole batch at once (parameter ``batch``) and the
+host contracts one Jacobian with it. Keeping this inside ``jvp_p``/``vjp_p``,
+rather than in a separate Jacobian primitive, keeps their derivative rules:
+``hessian`` of a loss costs one Hessian-vector product per direction, not one
+per output element.
+
+Host functions (``TesseractCall.host_*``) use NumPy only: calling
+``jax.numpy`` inside a callback can deadlock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import dtypes as jax_dtypes
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from ._call import TesseractCall
+
+__all__ = ["apply_p", "hvp_p", "jvp_p", "vjp_p"]
+
+apply_p = Primitive("tesseract_apply")
+jvp_p = Primitive("tesseract_jvp")
+vjp_p = Primitive("tesseract_vjp")
+hvp_p = Primitive("tesseract_vjp_jvp")
+_ALL = (apply_p, jvp_p, vjp_p, hvp_p)
+for _p in _ALL:
+    _p.multiple_results = True
+
+_FORWARD_OVER_FORWARD = (
+    "the derivative of a Tesseract JVP with respect to the Tesseract's inputs is "
+    "not supported (forward-over-forward, e.g. jacfwd(jacfwd(f)) or jvp of jvp, "
+    "or any third derivative): no endpoint gives it. For second derivatives use "
+    "jax.hessian (= jacfwd(jacrev(f))) or jacrev(jacrev(f)), which take "
+    "Hessian-vector products from the VJP endpoint."
+)
+_THIRD_ORDER = (
+    "third and higher derivatives of a Tesseract are not supported: its second "
+    "derivatives already come from finite differences of the VJP endpoint."
+)
+
+
+# --------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------
+
+
+def _avals(prim: Primitive, params: dict[str, Any]) -> list[jax.core.ShapedArray]:
+    call: TesseractCall = params["call"]
+    if prim is apply_p:
+        return [jax.core.ShapedArray(lf.shape, lf.dtype) for lf in call.spec().traced]
+    prefix = (params["batch"],) if params.get("batch") else ()
+    if prim is jvp_p:
+        spec = call.spec()
+        return [
+            jax.core.ShapedArray((*prefix, *spec.leaf(o).shape), spec.leaf(o).dtype)
+            for o in params["outs"]
+        ]
+    ops = [call.operands[call.index[p]] for p in params["wrt"]]
+    return [jax.core.ShapedArray((*prefix, *op.shape), op.dtype) for op in ops]
+
+
+def _host(
+    prim: Primitive, params: dict[str, Any]
+) -> Callable[..., tuple[np.ndarray, ...]]:
+    call: TesseractCall = params["call"]
+    if prim is apply_p:
+        return call.host_apply
+    if prim is jvp_p:
+        call.require_route("any" if params["batch"] else "forward")
+        return partial(call.host_jvp, params["wrt"], params["outs"], params["batch"])
+    if prim is vjp_p:
+        call.require_route("any" if params["batch"] else "reverse")
+        return partial(call.host_vjp, params["wrt"], params["outs"], params["batch"])
+    call.require_route("reverse")
+    return partial(call.host_hvp, params["wrt"], params["outs"], params["tan"])
+
+
+def _abstract_eval(*_avals_in: Any, prim: Primitive, **params: Any) -> list[Any]:
+    return _avals(prim, params)
+
+
+def _impl(*args: Any, prim: Primitive, **params: Any) -> list[jax.Array]:
+    host = _host(prim, params)
+    return [jnp.asarray(out) for out in host(*(np.asarray(a) for a in args))]
+
+
+def _lowering(
+    ctx: mlir.LoweringRuleContext, *args: Any, prim: Primitive, **params: Any
+):
+    host = _host(prim, params)
+    # The callback gets NumPy views of the operands (no device round trip, as
+    # jax.pure_callback would make) and must return NumPy arrays with exactly
+    # the avals' shapes and dtypes (the host functions cast and check).
+    # No side effect declared: a Tesseract is a function of its inputs, so JAX
+    # and XLA may drop a call whose result is unused (the forward apply inside
+    # jit(grad) is dropped) and merge duplicate calls.
+    results, _, keepalive = mlir.emit_python_callback(
+        ctx, host, None, list(args), ctx.avals_in, ctx.avals_out, has_side_effect=False
+    )
+    ctx.module_context.add_keepalive(keepalive)
+    return results
+
+
+for _p in _ALL:
+    _p.def_impl(partial(_impl, prim=_p))
+    _p.def_abstract_eval(partial(_abstract_eval, prim=_p))
+    mlir.register_lowering(_p, partial(_lowering, prim=_p))
+
+
+# --------------------------------------------------------------------------
+# Helpers for the rules
+# --------------------------------------------------------------------------
+
+
+def _nonzero(t: Any) -> bool:
+    if type(t) is ad.Zero or t is None:
+        return False
+    return getattr(t, "dtype", None) != jax_dtypes.float0
+
+
+def _zero(x: Any) -> ad.Zero:
+    return ad.Zero(jax.typeof(x).to_tangent_aval())
+
+
+def _undefined(x: Any) -> bool:
+    return isinstance(x, ad.UndefinedPrimal)
+
+
+def _nonzero_paths(call: TesseractCall, tangents: Sequence[Any]) -> tuple[str, ...]:
+    """Operand paths with a non-zero tangent; refuses non-differentiable ones."""
+    paths = tuple(
+        op.path for op, t in zip(call.operands, tangents, strict=True) if _nonzero(t)
+    )
+    call.check_differentiable(paths)
+    return paths
+
+
+def _sum_terms(terms: list[Sequence[Any]]) -> list[Any]:
+    out = list(terms[0])
+    for term in terms[1:]:
+        out = [a + b for a, b in zip(out, term, strict=True)]
+    return out
+
+
+def _check_primals_known(primals: Sequence[Any], prim: str) -> None:
+    if any(_undefined(p) for p in primals):
+        raise NotImplementedError(
+            f"{prim} is not linear in the Tesseract's inputs; this transformation "
+            "asks for a derivative the Tesseract's endpoints cannot give"
+        )
+
+
+# --------------------------------------------------------------------------
+# apply_p
+# --------------------------------------------------------------------------
+
+
+def _apply_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, call: TesseractCall):
+    wrt = _nonzero_paths(call, tangents)
+    outs = apply_p.bind(*primals, call=call)
+    out_tangents: list[Any] = [_zero(o) for o in outs]
+    spec = call.spec()
+    diff = spec.differentiable_paths
+    if wrt and diff:
+        call.require_route("any")
+        tans = jvp_p.bind(
+            *primals,
+            *(tangents[call.index[p]] for p in wrt),
+            call=call,
+            wrt=wrt,
+            outs=diff,
+            batch=0,
+        )
+        position = {leaf.path: i for i, leaf in enumerate(spec.traced)}
+        for o, t in zip(diff, tans, strict=True):
+            out_tangents[position[o]] = t
+    return outs, out_tangents
+
+
+ad.primitive_jvps[apply_p] = _apply_jvp
+
+
+# --------------------------------------------------------------------------
+# jvp_p: J(x) t, linear in t
+# --------------------------------------------------------------------------
+
+
+def _jvp_jvp(
+    args: Sequence[Any],
+    tangents: Sequence[Any],
+    *,
+    call: TesseractCall,
+    wrt,
+    outs,
+    batch,
+):
+    n = call.n
+    if any(_nonzero(t) for t in tangents[:n]):
+        raise NotImplementedError(_FORWARD_OVER_FORWARD)
+    out = jvp_p.bind(*args, call=call, wrt=wrt, outs=outs, batch=batch)
+    dts = tangents[n:]
+    nz = [k for k, t in enumerate(dts) if _nonzero(t)]
+    if not nz:
+        return out, [_zero(o) for o in out]
+    t_out = jvp_p.bind(
+        *args[:n],
+        *(dts[k] for k in nz),
+        call=call,
+        wrt=tuple(wrt[k] for k in nz),
+        outs=outs,
+        batch=batch,
+    )
+    return out, t_out
+
+
+def _jvp_transpose(
+    cts: Sequence[Any], *args: Any, call: TesseractCall, wrt, outs, batch
+):
+    n = call.n
+    primals = args[:n]
+    _check_primals_known(primals, "a Tesseract JVP")
+    result: list[Any] = [None] * len(args)
+    nz = [k for k, c in enumerate(cts) if _nonzero(c)]
+    if nz:
+        call.require_route("any" if batch else "reverse")
+        grads = vjp_p.bind(
+            *primals,
+            *(cts[k] for k in nz),
+            call=call,
+            wrt=wrt,
+            outs=tuple(outs[k] for k in nz),
+            batch=batch,
+        )
+        for j, g in enumerate(grads):
+            if _undefined(args[n + j]):
+                result[n + j] = g
+    return result
+
+
+ad.primitive_jvps[jvp_p] = _jvp_jvp
+ad.primitive_transposes[jvp_p] = _jvp_transpose
+
+
+# --------------------------------------------------------------------------
+# vjp_p: ct J(x), linear in ct
+# --------------------------------------------------------------------------
+
+
+def _vjp_jvp(
+    args: Sequence[Any],
+    tangents: Sequence[Any],
+    *,
+    call: TesseractCall,
+    wrt,
+    outs,
+    batch,
+):
+    n = call.n
+    primals, cts = args[:n], args[n:]
+    dx, dct = tangents[:n], tangents[n:]
+    tan = _nonzero_paths(call, dx)
+    out = vjp_p.bind(*args, call=call, wrt=wrt, outs=outs, batch=batch)
+    terms = []
+    if tan:
+        call.require_route("reverse")
+        dxs = [dx[call.index[p]] for p in tan]
+
+        def hvp(*ct: Any) -> list[Any]:
+            return hvp_p.bind(
+                *primals, *ct, *dxs, call=call, wrt=wrt, outs=outs, tan=tan
+            )
+
+        terms.append(jax.vmap(hvp)(*cts) if batch else hvp(*cts))
+    nz = [k for k, t in enumerate(dct) if _nonzero(t)]
+    if nz:
+        terms.append(
+            vjp_p.bind(
+                *primals,
+                *(dct[k] for k in nz),
+                call=call,
+                wrt=wrt,
+                outs=tuple(outs[k] for k in nz),
+                batch=batch,
+            )
+        )
+    if not terms:
+        return out, [_zero(o) for o in out]
+    return out, _sum_terms(terms)
+
+
+def _vjp_transpose(
+    gs: Sequence[Any], *args: Any, call: TesseractCall, wrt, outs, batch
+):
+    n = call.n
+    primals = args[:n]
+    _check_primals_known(primals, "a Tesseract VJP")
+    result: list[Any] = [None] * len(args)
+    nz = [k for k, g in enumerate(gs) if _nonzero(g)]
+    if nz:
+        call.require_route("any" if batch else "forward")
+        tans = jvp_p.bind(
+            *primals,
+            *(gs[k] for k in nz),
+            call=call,
+            wrt=tuple(wrt[k] for k in nz),
+            outs=outs,
+            batch=batch,
+        )
+        for j, t in enumerate(tans):
+            if _undefined(args[n + j]):
+                result[n + j] = t
+    return result
+
+
+ad.primitive_jvps[vjp_p] = _vjp_jvp
+ad.primitive_transposes[vjp_p] = _vjp_transpose
+
+
+# --------------------------------------------------------------------------
+# hvp_p: d/de [ct J(x + e t)], bilinear in (ct, t)
+# --------------------------------------------------------------------------
+
+
+def _hvp_jvp(
+    args: Sequence[Any], tangents: Sequence[Any], *, call: TesseractCall, wrt, outs, tan
+):
+    n, m = call.n, len(outs)
+    if any(_nonzero(t) for t in tangents[:n]):
+        raise NotImplementedError(_THIRD_ORDER)
+    out = hvp_p.bind(*args, call=call, wrt=wrt, outs=outs, tan=tan)
+    primals, cts, ts = args[:n], args[n : n + m], args[n + m :]
+    dcts, dts = tangents[n : n + m], tangents[n + m :]
+    terms = []
+    nzc = [k for k, t in enumerate(dcts) if _nonzero(t)]
+    if nzc:
+        terms.append(
+            hvp_p.bind(
+                *primals,
+                *(dcts[k] for k in nzc),
+                *ts,
+                call=call,
+                wrt=wrt,
+                outs=tuple(outs[k] for k in nzc),
+                tan=tan,
+            )
+        )
+    nzt = [k for k, t in enumerate(dts) if _nonzero(t)]
+    if nzt:
+        terms.append(
+            hvp_p.bind(
+                *primals,
+                *cts,
+                *(dts[k] for k in nzt),
+                call=call,
+                wrt=wrt,
+                outs=outs,
+                tan=tuple(tan[k] for k in nzt),
+            )
+        )
+    if not terms:
+        return out, [_zero(o) for o in out]
+    return out, _sum_terms(terms)
+
+
+def _hvp_transpose(gs: Sequence[Any], *args: Any, call: TesseractCall, wrt, outs, tan):
+    n, m = call.n, len(outs)
+    primals, cts = args[:n], args[n : n + m]
+    _check_primals_known(primals, "a Tesseract Hessian-vector product")
+    if any(_undefined(c) for c in cts):
+        raise NotImplementedError(
+            "transposing a Tesseract Hessian-vector product with respect to its "
+            "cotangent needs the derivative of a JVP, which no endpoint gives; "
+            "use jax.hessian (jacfwd(jacrev(f))) instead"
+        )
+    result: list[Any] = [None] * len(args)
+    nz = [k for k, g in enumerate(gs) if _nonzero(g)]
+    if nz:
+        # d/dx[ct J] is the Hessian of the scalar ct . f, which is symmetric:
+        # its transpose maps a cotangent on `wrt` to one on `tan`.
+        swapped = hvp_p.bind(
+            *primals,
+            *cts,
+            *(gs[k] for k in nz),
+            call=call,
+            wrt=tan,
+            outs=outs,
+            tan=tuple(wrt[k] for k in nz),
+        )
+        for j, v in enumerate(swapped):
+            if _undefined(args[n + m + j]):
+                result[n + m + j] = v
+    return result
+
+
+ad.primitive_jvps[hvp_p] = _hvp_jvp
+ad.primitive_transposes[hvp_p] = _hvp_transpose
+
+
+# --------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------
+
+
+def _staging() -> bool:
+    """Whether we are tracing into a jaxpr (``jit``, a ``lax.map`` body, ...).
+
+    ``jax.extend.core`` offers this check under a deliberately alarming name;
+    if it ever goes away, batching falls back to the Python loop, which is
+    always correct (just a longer program under ``jit``).
+    """
+    probe = getattr(jax.extend.core, "unsafe_am_i_under_a_jit_DO_NOT_USE", None)
+    return bool(probe()) if probe is not None else False
+
+
+def _batch(args: Sequence[Any], dims: Sequence[Any], *, prim: Primitive, **params: Any):
+    call: TesseractCall = params["call"]
+    n = call.n
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    args = [
+        a if d is None else jnp.moveaxis(a, d, 0)
+        for a, d in zip(args, dims, strict=True)
+    ]
+    batched = [d is not None for d in dims]
+    if (
+        prim in (jvp_p, vjp_p)
+        and not any(batched[:n])
+        and (params["batch"] or call.use_jacobian())
+    ):
+        outs = _via_jacobian(prim, args, batched, size, params)
+    else:
+        outs = _sequential(prim, args, batched, size, params)
+    return outs, [0] * len(outs)
+
+
+def _sequential(
+    prim: Primitive,
+    args: Sequence[Any],
+    batched: Sequence[bool],
+    size: int,
+    params: dict,
+) -> list[Any]:
+    """One call per batch element."""
+    if size == 0:
+        return [jnp.zeros((0, *a.shape), a.dtype) for a in _avals(prim, params)]
+    if _staging():
+
+        def body(xs: Sequence[Any]) -> list[Any]:
+            it = iter(xs)
+            return prim.bind(
+                *(next(it) if b else a for a, b in zip(args, batched, strict=True)),
+                **params,
+            )
+
+        return list(
+            jax.lax.map(body, [a for a, b in zip(args, batched, strict=True) if b])
+        )
+    results = [
+        prim.bind(
+            *(a[i] if b else a for a, b in zip(args, batched, strict=True)), **params
+        )
+        for i in range(size)
+    ]
+    return [jnp.stack(column) for column in zip(*results, strict=True)]
+
+
+def _via_jacobian(
+    prim: Primitive,
+    args: Sequence[Any],
+    batched: Sequence[bool],
+    size: int,
+    params: dict,
+) -> list[Any]:
+    """A batch of (co)tangents at one point: one ``batch``-mode call.
+
+    A call that is already in batch mode (``vmap`` of ``jacrev``) folds the new
+    batch axis into the old one, so it still takes one Jacobian.
+    """
+    n = params["call"].n
+    inner = params["batch"]
+    lead = (size, inner) if inner else (size,)
+    vecs = []
+    for a, b in zip(args[n:], batched[n:], strict=True):
+        full = a if b else jnp.broadcast_to(a, (size, *a.shape))
+        vecs.append(jnp.reshape(full, (math.prod(lead), *full.shape[len(lead) :])))
+    outs = prim.bind(*args[:n], *vecs, **{**params, "batch": math.prod(lead)})
+    return [jnp.reshape(o, (*lead, *o.shape[1:])) for o in outs]
+
+
+for _p in _ALL:
+    batching.primitive_batchers[_p] = partial(_batch, prim=_p)

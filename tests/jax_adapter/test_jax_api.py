@@ -1,0 +1,74 @@
+"""Public surface: a drop-in for tesseract_jax.apply_tesseract."""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tesseract_jax
+from helpers import Spy
+
+import tess_ad.jax
+
+X = jnp.array([-1.2, 1.0, 0.5, 2.0])
+
+
+def test_public_names():
+    assert tess_ad.jax.__all__ == ["TesseractModule", "apply_tesseract"]
+
+
+def test_same_signature_as_tesseract_jax():
+    ours = inspect.signature(tess_ad.jax.apply_tesseract).parameters
+    theirs = inspect.signature(tesseract_jax.apply_tesseract).parameters
+    assert list(ours) == list(theirs)
+    for name in ours:
+        assert ours[name].kind == theirs[name].kind
+        assert ours[name].default == theirs[name].default
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_same_results_as_tesseract_jax(local_tesseract, mode):
+    client = local_tesseract("rosenbrock")
+
+    def run(apply):
+        def f(x):
+            out = apply(tesseract_client=client, inputs={"x": x, "a": 1.0, "b": 100.0})
+            return out, jax.grad(
+                lambda x: apply(client, {"x": x, "a": 1.0, "b": 100.0})["loss"]
+            )(x)
+
+        return (jax.jit(f) if mode == "jit" else f)(X)
+
+    (out, grad), (ref_out, ref_grad) = (
+        run(tess_ad.jax.apply_tesseract),
+        run(tesseract_jax.apply_tesseract),
+    )
+    assert jax.tree.structure(out) == jax.tree.structure(ref_out)
+    for a, b in zip(
+        jax.tree.leaves((out, grad)), jax.tree.leaves((ref_out, ref_grad)), strict=True
+    ):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "vmap_method", ["sequential", "expand_dims", "broadcast_all", "auto_experimental"]
+)
+def test_tesseract_jax_vmap_methods_are_accepted_and_run_sequentially(
+    local_tesseract, vmap_method
+):
+    client = local_tesseract("rosenbrock")
+
+    def f(x):
+        return tess_ad.jax.apply_tesseract(
+            client, {"x": x, "a": 1.0, "b": 100.0}, vmap_method=vmap_method
+        )["loss"]
+
+    xs = jnp.stack([X, X + 1.0])
+    with Spy(client) as spy:
+        out = jax.vmap(f)(xs)
+    assert spy.calls["apply"] == 2
+    np.testing.assert_array_equal(out, jnp.stack([f(X), f(X + 1.0)]))
