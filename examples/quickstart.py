@@ -40,7 +40,9 @@ def main() -> None:
     schema = tess_ad.tesseract_schema(nested)
     paths = list(schema.inputs.flatten(inputs).differentiable_paths)
     fd = tess_ad.with_finite_differences(nested)
-    grads = fd.vector_jacobian_product(inputs, paths, ["summary.{sumsq}"], {"summary.{sumsq}": 1.0})
+    grads = fd.vector_jacobian_product(
+        inputs, paths, ["summary.{sumsq}"], {"summary.{sumsq}": 1.0}
+    )
     print("nested: d summary.{sumsq} / d input, by central differences")
     for path, grad in grads.items():
         print(f"  {path:<22} {np.array2string(np.ravel(grad), precision=5)}")

@@ -5,7 +5,6 @@ Only ``apply``: derivatives come from finite differences.
 """
 
 from pydantic import BaseModel
-
 from tesseract_core.runtime import Array, Differentiable, Float64
 
 
