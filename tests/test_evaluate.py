@@ -95,8 +95,13 @@ def test_killed_server_then_resume_from_cache(tmp_path, local_tesseract):
             spy.calls.update(["apply"]),
             apply_then_die(inputs, *a, **k),
         )[1]
-        with pytest.raises(requests.ConnectionError) as info:
+        with pytest.raises(
+            tess_ad.TesseractConnectionError,
+            match=rf"apply at {server.url}: connection lost",
+        ) as info:
             fd.jacobian(SLEEPY, PATHS, OUTS)
+        assert "in the cache at" in str(info.value)
+        assert isinstance(info.value.__cause__, requests.ConnectionError)
         assert f"evaluation {kill_after + 1} of {n_total}" in "".join(
             getattr(info.value, "__notes__", [])
         )

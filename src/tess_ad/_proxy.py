@@ -39,10 +39,12 @@ from ._fd import (
     vjp_plan,
 )
 from ._paths import get_at_path
+from ._retry import TesseractConnectionError, _transient_errors, _url_of
 from ._schema import FlatTree, SchemaError, TesseractSchema, as_numpy, tesseract_schema
 
 __all__ = ["FiniteDifferenceTesseract", "with_finite_differences"]
 
+_TRANSIENT = _transient_errors()
 GRADIENT_ENDPOINTS = ("jacobian", "jacobian_vector_product", "vector_jacobian_product")
 
 
@@ -245,6 +247,27 @@ class FiniteDifferenceTesseract:
 
     # -- internals ---------------------------------------------------------------
 
+    def _apply_once(self, inputs: Any) -> Any:
+        """One evaluation of a sweep; a lost connection says where and what is kept."""
+        try:
+            return self.wrapped.apply(inputs)
+        except _TRANSIENT as exc:
+            url = _url_of(self.wrapped)
+            kept = (
+                f"every finished evaluation is in the cache at {str(self.cache.directory)!r}, "
+                "so a rerun makes only the missing calls"
+                if self.cache is not None
+                else "pass cache=DIR to keep finished evaluations across such failures"
+            )
+            raise TesseractConnectionError(
+                f"apply at {url or 'the Tesseract'}: connection lost during a finite-difference "
+                f"sweep ({type(exc).__name__}: {exc}). {kept}; wrap the Tesseract in "
+                "tess_ad.with_retries(...) to ride out server restarts.",
+                "apply",
+                url,
+                1,
+            ) from exc
+
     def _eps_for(self, x: Mapping[str, np.ndarray]) -> EpsLike:
         if isinstance(self.eps, Mapping):
             return {p: v for p, v in self.eps.items() if p in x}
@@ -332,7 +355,7 @@ class FiniteDifferenceTesseract:
 
         fn = FlatFunction(
             build,
-            self.wrapped.apply,
+            self._apply_once,
             extract,
             cache_key=cache_key,
             remote=(remote_apply, self._remote) if self._remote is not None else None,
