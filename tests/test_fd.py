@@ -149,6 +149,9 @@ def test_scale_aware_steps_follow_magnitude_and_dtype():
     np.testing.assert_allclose(c["w"], float(np.finfo(np.float32).eps) ** (1 / 3))
     fwd = resolve_steps(x, "forward")
     assert fwd["v"][1] == pytest.approx(np.sqrt(np.finfo(float).eps))
+    spsa = resolve_steps(x, "stochastic")  # one step per leaf: c * RMS magnitude
+    rms = np.sqrt(np.mean(x["v"] ** 2))
+    np.testing.assert_allclose(spsa["v"], np.finfo(float).eps ** (1 / 3) * rms)
 
 
 @pytest.mark.parametrize(

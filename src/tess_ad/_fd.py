@@ -30,7 +30,9 @@ Steps are scale-aware by default: element ``i`` moves by ``c * |x_i|``, with
 machine epsilon of the leaf's dtype, which balances truncation against
 rounding error at every magnitude; an element equal to zero moves by ``c``
 times the median magnitude of its leaf's non-zero elements (``c`` if there
-are none). The difference quotient divides by the step actually taken,
+are none). SPSA uses one step per leaf instead (``c`` times the leaf's RMS
+magnitude), since it moves all elements at once and unequal steps inflate its
+variance. The difference quotient divides by the step actually taken,
 ``(x + h) - (x - h)`` in the leaf's dtype, not by the nominal ``2h``.
 """
 
@@ -135,7 +137,16 @@ def resolve_steps(
             steps[path] = np.full(arr.shape, absolute[path])
         else:
             dtype = (dtypes or {}).get(path, arr.dtype)
-            steps[path] = _scale_aware(arr, _relative_factor(dtype, method))
+            factor = _relative_factor(dtype, method)
+            if method == "stochastic":
+                # SPSA moves every element at once: the estimate of element i carries
+                # the others' terms scaled by h_j / h_i, so per-element steps of very
+                # different sizes would inflate its variance. One step per leaf.
+                mag = np.abs(arr.astype(np.float64))
+                rms = float(np.sqrt(np.mean(mag**2))) if mag.size else 0.0
+                steps[path] = np.full(arr.shape, factor * (rms if rms > 0 else 1.0))
+            else:
+                steps[path] = _scale_aware(arr, factor)
     return steps
 
 
@@ -389,6 +400,12 @@ def _linear_plan(
             if ct is None:
                 block(o, e.path, val.shape)[(..., *e.index)] += scale * val
             else:
+                if ct[o].shape != val.shape:
+                    # no broadcasting: a cotangent of another shape is a mistake
+                    raise ValueError(
+                        f"cotangent for output {o!r} has shape {ct[o].shape}, "
+                        f"but the output has shape {val.shape}"
+                    )
                 vjp[e.path][e.index] += scale * float(np.sum(ct[o] * val))
 
     def finish() -> Any:
@@ -543,6 +560,11 @@ def jvp_plan(
         p: np.asarray(tangent.get(p, np.zeros(np.shape(v))), dtype=np.float64)
         for p, v in x.items()
     }
+    for p in x:
+        if t[p].shape != x[p].shape:
+            raise ValueError(
+                f"tangent for input {p!r} has shape {t[p].shape}, expected {x[p].shape}"
+            )
     central = method != "forward"
     if eps is None:
         h = directional_step(
