@@ -168,3 +168,14 @@ def test_exception_in_one_evaluation_stops_the_sweep_and_keeps_the_rest(
         assert spy2.calls["apply"] == 8 - finished
     finally:
         spy.restore()
+
+
+def test_executor_that_refuses_work_is_reported_with_the_evaluation(local_tesseract):
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    fd = tess_ad.with_finite_differences(local_tesseract("rosenbrock"), executor=pool)
+    with pytest.raises(RuntimeError, match="cannot schedule new futures") as info:
+        fd.jacobian(example_inputs("rosenbrock"), ["x"], ["loss"])
+    notes = "".join(getattr(info.value, "__notes__", []))
+    assert "evaluation 1 of 8 could not be submitted to the executor" in notes
+    assert "input 'x' element [0] is perturbed" in notes

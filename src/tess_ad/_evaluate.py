@@ -182,7 +182,14 @@ def _walk(
     try:
         while next_k < plan.size or in_flight:
             while next_k < plan.size and len(in_flight) < window:
-                in_flight.append((next_k, submit(next_k)))
+                try:
+                    handle = submit(next_k)
+                except BaseException as exc:
+                    _annotate(
+                        exc, plan, next_k, "could not be submitted to the executor"
+                    )
+                    raise
+                in_flight.append((next_k, handle))
                 next_k += 1
             k, (kind, handle) = in_flight.popleft()
             if kind == "cached":
@@ -218,8 +225,13 @@ def _drain(
         store(k, fn.extract(result) if kind == "dask" else result)
 
 
-def _annotate(exc: BaseException, plan: Plan, k: int) -> None:
-    note = f"(tess_ad: raised by finite-difference evaluation {k + 1} of {plan.size}, where {plan.describe(k)})"
+def _annotate(
+    exc: BaseException, plan: Plan, k: int, what: str = "raised this"
+) -> None:
+    note = (
+        f"(tess_ad: finite-difference evaluation {k + 1} of {plan.size} {what}; "
+        f"in it {plan.describe(k)})"
+    )
     if hasattr(exc, "add_note"):
         exc.add_note(note)
 

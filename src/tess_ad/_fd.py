@@ -632,7 +632,12 @@ def jvp_plan(
         )
         return {o: (outs[0][o] - outs[1][o]) / taken for o in out_paths}
 
-    describe = "the inputs are perturbed along the tangent"
+    moved_paths = [p for p in x if np.any(t[p] != 0)]
+    describe = (
+        f"input{'s' if len(moved_paths) > 1 else ''} "
+        f"{', '.join(map(repr, moved_paths))} "
+        f"{'are' if len(moved_paths) > 1 else 'is'} perturbed along the tangent"
+    )
     return Plan(
         2,
         point,

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._schema import tesseract_schema
+from ._schema import TesseractConnectionError, tesseract_schema
 
 __all__ = ["RetryingTesseract", "TesseractConnectionError", "with_retries"]
 
@@ -41,24 +41,6 @@ ENDPOINTS = (
     "vector_jacobian_product",
     "abstract_eval",
 )
-
-
-class TesseractConnectionError(ConnectionError):
-    """A served Tesseract could not be reached after all retries.
-
-    Attributes:
-        endpoint: The endpoint that was called.
-        url: The Tesseract's URL (or ``None`` in-process).
-        attempts: How many attempts were made.
-    """
-
-    def __init__(
-        self, message: str, endpoint: str, url: str | None, attempts: int
-    ) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.url = url
-        self.attempts = attempts
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
@@ -129,6 +111,10 @@ class RetryingTesseract:
         self.retries = 0
         self._lock = threading.Lock()
         self._transient = _transient_errors()
+        # The first contact (the OpenAPI schema) is retried like any call, so a
+        # server that is still starting does not fail the construction.
+        if hasattr(type(tesseract), "openapi_schema"):
+            self._call("openapi_schema", lambda: tesseract.openapi_schema, (), {})
         self.tess_ad_schema = tesseract_schema(tesseract)
 
     def __repr__(self) -> str:

@@ -16,7 +16,10 @@ Where the schema is ambiguous (unions that the value does not settle) the
 structure falls back to the value itself.
 
 The parsed schema is cached per client object (:func:`tesseract_schema`), so an
-HTTP client fetches ``/openapi.json`` once, however many calls follow.
+HTTP client fetches ``/openapi.json`` once, however many calls follow. That
+fetch is the first contact with a served Tesseract, so a server that cannot be
+reached is reported here, as a :class:`TesseractConnectionError` naming its URL
+(``with_retries`` raises the same error once its retries are spent).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "FlatTree",
     "Leaf",
     "SchemaError",
+    "TesseractConnectionError",
     "TesseractSchema",
     "TreeSchema",
     "as_numpy",
@@ -46,6 +50,25 @@ __all__ = [
 
 class SchemaError(ValueError):
     """A value does not fit the Tesseract's schema; the message names the path."""
+
+
+class TesseractConnectionError(ConnectionError):
+    """A served Tesseract could not be reached (after all retries, if any).
+
+    Attributes:
+        endpoint: The endpoint that was called (``"openapi_schema"`` for the
+            first contact).
+        url: The Tesseract's URL (or ``None`` in-process).
+        attempts: How many attempts were made.
+    """
+
+    def __init__(
+        self, message: str, endpoint: str, url: str | None, attempts: int
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.url = url
+        self.attempts = attempts
 
 
 # --------------------------------------------------------------------------
@@ -570,6 +593,8 @@ class TreeSchema:
         shape, dtype = meta
         if check and spec is not None and spec.shape is not None:
             _check_shape(shape, spec, self._where(segments))
+        if check and spec is not None:
+            _check_dtype_kind(dtype, spec, self._where(segments))
         leaves[path] = Leaf(path, value, differentiable, shape, dtype, spec)
         return _Slot(path)
 
@@ -586,6 +611,28 @@ def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
         raise SchemaError(
             f"{where} has shape {shape}, but the schema expects {shown} "
             f"({spec.describe()}); reshape the value to match"
+        )
+
+
+def _check_dtype_kind(dtype: np.dtype, spec: ArraySpec, where: str) -> None:
+    """Refuse values that no cast turns into the declared dtype without loss.
+
+    Integers for a float array are cast as usual; strings, objects, dates and
+    complex numbers for a real array are not numbers of that kind at all, and
+    would otherwise fail (or drop the imaginary part) deep inside a cast that
+    cannot say which leaf it was.
+    """
+    try:
+        expected = np.dtype(spec.dtype) if spec.dtype else None
+    except TypeError:
+        return
+    if expected is None or expected.kind not in "biufc":
+        return
+    allowed = "biufc" if expected.kind == "c" else "biuf"
+    if np.dtype(dtype).kind not in allowed:
+        raise SchemaError(
+            f"{where} has dtype {np.dtype(dtype)}, but the schema expects "
+            f"{spec.describe()}; pass an array of {'complex ' if expected.kind == 'c' else 'real '}numbers"
         )
 
 
@@ -713,10 +760,41 @@ def tesseract_schema(tesseract: Any) -> TesseractSchema:
             f"{type(tesseract).__name__}, which lacks {', '.join(missing)}. "
             "Create one with Tesseract.from_tesseract_api(...) or Tesseract.from_url(...)."
         )
-    schema = TesseractSchema.from_openapi(tesseract.openapi_schema)
+    schema = TesseractSchema.from_openapi(_fetch_openapi(tesseract))
     try:
         with _CACHE_LOCK:
             _CACHE[tesseract] = schema
     except TypeError:
         pass
     return schema
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [ConnectionError]
+    try:
+        import requests
+
+        errors.append(requests.ConnectionError)
+    except ImportError:  # pragma: no cover - requests comes with tesseract-core
+        pass
+    return tuple(errors)
+
+
+def _fetch_openapi(tesseract: Any) -> Any:
+    """``tesseract.openapi_schema``; an unreachable server is named by its URL."""
+    try:
+        return tesseract.openapi_schema
+    except TesseractConnectionError:
+        raise
+    except _connection_errors() as exc:
+        url = getattr(getattr(tesseract, "_client", None), "url", None)
+        url = url if isinstance(url, str) else None
+        raise TesseractConnectionError(
+            f"cannot reach the Tesseract at {url or '(unknown URL)'}: reading its "
+            f"OpenAPI schema failed ({type(exc).__name__}: {exc}). Is its server "
+            "running at that address? To wait for a server that is starting or "
+            "restarting, wrap the client: tess_ad.with_retries(Tesseract.from_url(url)).",
+            "openapi_schema",
+            url,
+            1,
+        ) from exc

@@ -402,6 +402,26 @@ class TesseractCall:
         return _fit(value, shape, op.dtype, f"{what} of input {path!r}")
 
 
+def _register_weak_cache_key(cls: type) -> None:
+    """Let JAX's caches keyed on primitive parameters hold ``cls`` weakly.
+
+    JAX memoises the abstract evaluation of every primitive it traces (an LRU
+    of 2048 entries keyed on the parameters). Every eager ``grad`` makes a new
+    :class:`TesseractCall`, so without this each call would stay alive in that
+    cache, with whatever static input arrays it holds, until 2048 newer calls
+    pushed it out. JAX registers its own ``Jaxpr`` the same way; entries of a
+    registered type are dropped as soon as the object dies.
+    """
+    try:
+        from jax._src.util import weakref_cache_key_types
+    except ImportError:  # pragma: no cover - private API of the JAX version in use
+        return
+    weakref_cache_key_types.add(cls)
+
+
+_register_weak_cache_key(TesseractCall)
+
+
 def _fit(
     value: Any, shape: tuple[int, ...], dtype: np.dtype | None, what: str
 ) -> np.ndarray:
