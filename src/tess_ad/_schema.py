@@ -607,7 +607,8 @@ def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
         for s, e in zip(shape, expected, strict=True)
     )
     if not ok:
-        shown = tuple("any" if e is None else e for e in expected)
+        dims = ["any" if e is None else str(e) for e in expected]
+        shown = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
         raise SchemaError(
             f"{where} has shape {shape}, but the schema expects {shown} "
             f"({spec.describe()}); reshape the value to match"
