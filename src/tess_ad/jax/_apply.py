@@ -53,9 +53,10 @@ def apply_tesseract(
     derivatives (``hessian``, ``jacrev(jacrev)``, ``jvp`` of ``grad``) come
     from central differences of the VJP along each tangent, two VJP calls per
     Hessian-vector product: about 1e-10 relative error with an exact float64
-    VJP, 1e-4 in float32, and 1e-5 to 1e-4 when the VJP is itself a finite
-    difference (:func:`tess_ad.with_finite_differences`); it needs a VJP that
-    is smooth on the scale of that step. A Tesseract without gradient
+    VJP, 1e-4 in float32, and about 1e-6 when the VJP is itself a central
+    finite difference (:func:`tess_ad.with_finite_differences`, whose VJPs are
+    differenced over a longer step); it needs a VJP that is smooth on the
+    scale of that step. A Tesseract without gradient
     endpoints is differentiable once wrapped in
     :func:`tess_ad.with_finite_differences`. Forward-over-forward (``jacfwd``
     of ``jacfwd``) and third derivatives raise ``NotImplementedError``.
