@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._schema import TesseractConnectionError, tesseract_schema
+from ._errors import TesseractConnectionError
+from ._schema import tesseract_schema
 
 __all__ = ["RetryingTesseract", "TesseractConnectionError", "with_retries"]
 

@@ -15,7 +15,8 @@ with shape and dtype that say which leaves take part in differentiation.
 Where the schema is ambiguous (unions that the value does not settle) the
 structure falls back to the value itself.
 
-The parsed schema is cached per client object (:func:`tesseract_schema`), so an
+The JSON schema itself is parsed by ``_jsonschema``; values are inspected by
+``_values`` (duck-typed, no framework imports). The parsed schema is cached per client object (:func:`tesseract_schema`), so an
 HTTP client fetches ``/openapi.json`` once, however many calls follow. That
 fetch is the first contact with a served Tesseract, so a server that cannot be
 reached is reported here, as a :class:`TesseractConnectionError` naming its URL
@@ -24,16 +25,18 @@ reached is reported here, as a :class:`TesseractConnectionError` naming its URL
 
 from __future__ import annotations
 
-import base64
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._errors import SchemaError, TesseractConnectionError
+from ._jsonschema import ANY, ArraySpec, Node, Parser, specs_of
 from ._paths import dict_segment, join_path, list_segment, matches_pattern, split_path
+from ._values import array_meta, as_numpy, is_encoded_array
 
 __all__ = [
     "ArraySpec",
@@ -46,136 +49,6 @@ __all__ = [
     "as_numpy",
     "tesseract_schema",
 ]
-
-
-class SchemaError(ValueError):
-    """A value does not fit the Tesseract's schema; the message names the path."""
-
-
-class TesseractConnectionError(ConnectionError):
-    """A served Tesseract could not be reached (after all retries, if any).
-
-    Attributes:
-        endpoint: The endpoint that was called (``"openapi_schema"`` for the
-            first contact).
-        url: The Tesseract's URL (or ``None`` in-process).
-        attempts: How many attempts were made.
-    """
-
-    def __init__(
-        self, message: str, endpoint: str, url: str | None, attempts: int
-    ) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.url = url
-        self.attempts = attempts
-
-
-# --------------------------------------------------------------------------
-# Schema nodes, parsed once from the OpenAPI document
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """What the schema says of an array leaf.
-
-    Attributes:
-        shape: Expected shape, ``None`` per free dimension; ``None`` for any rank.
-        dtype: Expected dtype name (``"float64"``), or ``None`` if unknown.
-        differentiable: Whether the leaf is marked ``Differentiable``.
-    """
-
-    shape: tuple[int | None, ...] | None
-    dtype: str | None
-    differentiable: bool
-
-    def describe(self) -> str:
-        """Human-readable form, as written in a Tesseract's schema."""
-        shape = "..." if self.shape is None else str(self.shape)
-        inner = f"Array[{shape}, {self.dtype}]"
-        return f"Differentiable[{inner}]" if self.differentiable else inner
-
-
-@dataclass
-class _Node:
-    kind: str  # "model" | "dict" | "list" | "array" | "scalar" | "union" | "any"
-    fields: dict[str, _Node] = field(default_factory=dict)
-    required: frozenset[str] = frozenset()
-    closed: bool = False  # model refuses unknown fields
-    child: _Node | None = None  # dict values, list items
-    spec: ArraySpec | None = None
-    options: list[_Node] = field(default_factory=list)
-    type_name: str = ""
-
-
-_ANY = _Node("any")
-
-
-class _Parser:
-    """JSON-schema walker; ``$ref`` targets are parsed once and shared."""
-
-    def __init__(self, components: Mapping[str, Any]) -> None:
-        self.components = components
-        self.refs: dict[str, _Node] = {}
-
-    def parse(self, schema: Mapping[str, Any]) -> _Node:
-        if "$ref" in schema:
-            name = schema["$ref"].rsplit("/", 1)[-1]
-            if name not in self.refs:
-                node = _Node("any")
-                self.refs[name] = node  # placeholder breaks recursion
-                parsed = self.parse(self.components.get(name, {}))
-                node.__dict__.update(parsed.__dict__)
-            return self.refs[name]
-        for key in ("anyOf", "oneOf"):
-            if key in schema and "discriminator" not in schema:
-                options = [self.parse(s) for s in schema[key]]
-                return (
-                    options[0] if len(options) == 1 else _Node("union", options=options)
-                )
-        if "allOf" in schema and len(schema["allOf"]) == 1:
-            return self.parse(schema["allOf"][0])
-        props = schema.get("properties", {})
-        if props.get("object_type", {}).get("const") == "array":
-            return _Node("array", spec=_array_spec(schema))
-        typ = schema.get("type")
-        if typ == "object" or props:
-            if props:
-                return _Node(
-                    "model",
-                    fields={k: self.parse(v) for k, v in props.items()},
-                    required=frozenset(schema.get("required", ())),
-                    closed=schema.get("additionalProperties") is False,
-                )
-            extra = schema.get("additionalProperties")
-            child = self.parse(extra) if isinstance(extra, Mapping) else _ANY
-            return _Node("dict", child=child)
-        if typ == "array":
-            items = schema.get("items")
-            return _Node("list", child=self.parse(items) if items else _ANY)
-        if isinstance(typ, str):
-            return _Node("scalar", type_name=typ)
-        return _ANY
-
-
-def _array_spec(schema: Mapping[str, Any]) -> ArraySpec:
-    props = schema["properties"]
-    shape_schema = props.get("shape", {})
-    shape: tuple[int | None, ...] | None = None
-    if "maxItems" in shape_schema:
-        rank = shape_schema["maxItems"]
-        dims: list[int | None] = []
-        for item in shape_schema.get("prefixItems", [{}] * rank):
-            # A fixed dimension N is written as enum [1, N]: 1 broadcasts to N.
-            dims.append(max(item["enum"]) if "enum" in item else None)
-        shape = tuple(dims)
-    dtype_schema = props.get("dtype", {})
-    examples = dtype_schema.get("examples") or [None]
-    enum = dtype_schema.get("enum", [])
-    dtype = enum[0] if len(enum) == 1 else examples[0]
-    flags = schema.get("array_flags", ())
-    return ArraySpec(shape, dtype, "DIFFERENTIABLE" in flags)
 
 
 # --------------------------------------------------------------------------
@@ -308,70 +181,6 @@ def _unknown_path_message(path: str, known: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------
-# Value inspection (framework-neutral: duck-typed on shape and dtype)
-# --------------------------------------------------------------------------
-
-
-def _is_encoded_array(value: Any) -> bool:
-    return isinstance(value, Mapping) and value.get("object_type") == "array"
-
-
-def _dtype_of(dtype: Any) -> np.dtype:
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        # torch.float32 and similar: the name after the dot is numpy's name.
-        return np.dtype(str(dtype).rsplit(".", 1)[-1])
-
-
-def _array_meta(value: Any) -> tuple[tuple[int, ...], np.dtype] | None:
-    """Shape and dtype of an array-like value, or None if it is not one."""
-    if _is_encoded_array(value):
-        return tuple(int(d) for d in value["shape"]), np.dtype(value["dtype"])
-    if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return tuple(int(d) for d in value.shape), _dtype_of(value.dtype)
-    if isinstance(value, bool | int | float | complex):
-        arr = np.asarray(value)
-        return arr.shape, arr.dtype
-    if isinstance(value, list | tuple):
-        try:
-            arr = np.asarray(value)
-        except ValueError:
-            return None
-        if arr.dtype.kind in "biufc":
-            return arr.shape, arr.dtype
-    return None
-
-
-def as_numpy(value: Any, dtype: Any = None) -> np.ndarray:
-    """Convert an array leaf to a NumPy array (decoding encoded-array dicts).
-
-    Args:
-        value: A NumPy array or scalar, nested list, framework array with
-            ``__array__``, or a tesseract-core encoded array (``json`` or
-            ``base64`` encoding).
-        dtype: Optional dtype to cast to.
-
-    Returns:
-        The value as an ``np.ndarray``.
-    """
-    if _is_encoded_array(value):
-        data = value["data"]
-        enc = data.get("encoding")
-        if enc == "json":
-            arr = np.asarray(data["buffer"], dtype=value["dtype"])
-        elif enc == "base64":
-            arr = np.frombuffer(base64.b64decode(data["buffer"]), dtype=value["dtype"])
-        else:
-            raise SchemaError(
-                f"cannot decode an array with encoding {enc!r} here; "
-                "pass a NumPy array or a json/base64-encoded array instead"
-            )
-        return arr.reshape(value["shape"]).astype(dtype or arr.dtype, copy=False)
-    return np.asarray(value, dtype=dtype)
-
-
-# --------------------------------------------------------------------------
 # One side of a Tesseract: inputs or outputs
 # --------------------------------------------------------------------------
 
@@ -388,7 +197,7 @@ class TreeSchema:
     def __init__(
         self,
         name: str,
-        root: _Node,
+        root: Node,
         differentiable_arrays: Mapping[str, ArraySpec],
     ) -> None:
         self.name = name
@@ -444,7 +253,7 @@ class TreeSchema:
     def _flatten(
         self,
         value: Any,
-        node: _Node,
+        node: Node,
         segments: tuple[str, ...],
         leaves: dict[str, Leaf],
         check: bool,
@@ -475,7 +284,7 @@ class TreeSchema:
                             f"unknown field {unknown!r} in {self._where(segments)}; "
                             f"the schema allows: {known}. Remove it or fix its name."
                         )
-                    child = _ANY
+                    child = ANY
                 out[key] = self._flatten(item, child, (*segments, key), leaves, check)
             if check:
                 missing = [
@@ -493,7 +302,7 @@ class TreeSchema:
             return {
                 key: self._flatten(
                     item,
-                    node.child or _ANY,
+                    node.child or ANY,
                     (*segments, dict_segment(str(key))),
                     leaves,
                     check,
@@ -504,7 +313,7 @@ class TreeSchema:
             items = [
                 self._flatten(
                     item,
-                    node.child or _ANY,
+                    node.child or ANY,
                     (*segments, list_segment(i)),
                     leaves,
                     check,
@@ -530,20 +339,20 @@ class TreeSchema:
         check: bool,
     ) -> Any:
         """Structure from the value alone (schema said nothing precise)."""
-        if isinstance(value, Mapping) and not _is_encoded_array(value):
+        if isinstance(value, Mapping) and not is_encoded_array(value):
             return {
                 k: self._flatten_untyped(
                     v, (*segments, dict_segment(str(k))), leaves, check
                 )
                 for k, v in value.items()
             }
-        if isinstance(value, list | tuple) and _array_meta(value) is None:
+        if isinstance(value, list | tuple) and array_meta(value) is None:
             items = [
                 self._flatten_untyped(v, (*segments, list_segment(i)), leaves, check)
                 for i, v in enumerate(value)
             ]
             return tuple(items) if isinstance(value, tuple) else items
-        if (hasattr(value, "shape") and hasattr(value, "dtype")) or _is_encoded_array(
+        if (hasattr(value, "shape") and hasattr(value, "dtype")) or is_encoded_array(
             value
         ):
             return self._leaf(value, None, segments, leaves, check)
@@ -580,7 +389,7 @@ class TreeSchema:
                 "cannot be named by a tesseract-core path ('{}' is the wildcard); "
                 "give the key a name"
             )
-        meta = _array_meta(value)
+        meta = array_meta(value)
         if meta is None:
             if value is None and not differentiable and not check:
                 leaves[path] = Leaf(path, value, False, None, None)
@@ -637,7 +446,7 @@ def _check_dtype_kind(dtype: np.dtype, spec: ArraySpec, where: str) -> None:
         )
 
 
-def _pick_option(options: list[_Node], value: Any) -> _Node:
+def _pick_option(options: list[Node], value: Any) -> Node:
     """Choose the union branch that fits ``value`` (Optional[...] and friends)."""
     if value is None:
         for opt in options:
@@ -648,7 +457,7 @@ def _pick_option(options: list[_Node], value: Any) -> _Node:
     ]
     if len(candidates) == 1:
         return candidates[0]
-    is_array = _array_meta(value) is not None and not isinstance(value, Mapping | str)
+    is_array = array_meta(value) is not None and not isinstance(value, Mapping | str)
     for opt in candidates:
         if opt.kind == "array" and is_array:
             return opt
@@ -656,7 +465,7 @@ def _pick_option(options: list[_Node], value: Any) -> _Node:
             return opt
         if opt.kind == "list" and isinstance(value, list | tuple) and not is_array:
             return opt
-    return _ANY
+    return ANY
 
 
 # --------------------------------------------------------------------------
@@ -694,24 +503,14 @@ class TesseractSchema:
                 "this does not look like a Tesseract's OpenAPI schema: "
                 "components.schemas.ApplyInputSchema/ApplyOutputSchema are missing"
             ) from None
-        parser = _Parser(components)
+        parser = Parser(components)
         in_root = apply_in.get("properties", {}).get("inputs", apply_in)
         endpoints = frozenset(p.strip("/") for p in openapi.get("paths", {}))
         return cls(
-            TreeSchema("inputs", parser.parse(in_root), _specs(apply_in)),
-            TreeSchema("outputs", parser.parse(apply_out), _specs(apply_out)),
+            TreeSchema("inputs", parser.parse(in_root), specs_of(apply_in)),
+            TreeSchema("outputs", parser.parse(apply_out), specs_of(apply_out)),
             endpoints,
         )
-
-
-def _specs(side: Mapping[str, Any]) -> dict[str, ArraySpec]:
-    out = {}
-    for pattern, info in side.get("differentiable_arrays", {}).items():
-        shape = info.get("shape")
-        out[pattern] = ArraySpec(
-            None if shape is None else tuple(shape), info.get("dtype"), True
-        )
-    return out
 
 
 _CACHE_LOCK = threading.Lock()

@@ -1,0 +1,129 @@
+"""A Tesseract's OpenAPI (JSON) schema, parsed into a small tree of nodes.
+
+The schema-leaf pytree (``_schema``) walks values along this tree: a node says
+whether a value is a model (fixed fields), a ``dict[str, ...]``, a list, an
+array leaf (with its :class:`ArraySpec`), a scalar, or a union. Parsing is
+separate from walking so that it happens once per client, with ``$ref``
+targets parsed once and shared (recursive models work), and so that the
+walker reads as the few cases it handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ANY", "ArraySpec", "Node", "Parser", "specs_of"]
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What the schema says of an array leaf.
+
+    Attributes:
+        shape: Expected shape, ``None`` per free dimension; ``None`` for any rank.
+        dtype: Expected dtype name (``"float64"``), or ``None`` if unknown.
+        differentiable: Whether the leaf is marked ``Differentiable``.
+    """
+
+    shape: tuple[int | None, ...] | None
+    dtype: str | None
+    differentiable: bool
+
+    def describe(self) -> str:
+        """Human-readable form, as written in a Tesseract's schema."""
+        shape = "..." if self.shape is None else str(self.shape)
+        inner = f"Array[{shape}, {self.dtype}]"
+        return f"Differentiable[{inner}]" if self.differentiable else inner
+
+
+@dataclass
+class Node:
+    kind: str  # "model" | "dict" | "list" | "array" | "scalar" | "union" | "any"
+    fields: dict[str, Node] = field(default_factory=dict)
+    required: frozenset[str] = frozenset()
+    closed: bool = False  # model refuses unknown fields
+    child: Node | None = None  # dict values, list items
+    spec: ArraySpec | None = None
+    options: list[Node] = field(default_factory=list)
+    type_name: str = ""
+
+
+ANY = Node("any")
+
+
+class Parser:
+    """JSON-schema walker; ``$ref`` targets are parsed once and shared."""
+
+    def __init__(self, components: Mapping[str, Any]) -> None:
+        self.components = components
+        self.refs: dict[str, Node] = {}
+
+    def parse(self, schema: Mapping[str, Any]) -> Node:
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            if name not in self.refs:
+                node = Node("any")
+                self.refs[name] = node  # placeholder breaks recursion
+                parsed = self.parse(self.components.get(name, {}))
+                node.__dict__.update(parsed.__dict__)
+            return self.refs[name]
+        for key in ("anyOf", "oneOf"):
+            if key in schema and "discriminator" not in schema:
+                options = [self.parse(s) for s in schema[key]]
+                return (
+                    options[0] if len(options) == 1 else Node("union", options=options)
+                )
+        if "allOf" in schema and len(schema["allOf"]) == 1:
+            return self.parse(schema["allOf"][0])
+        props = schema.get("properties", {})
+        if props.get("object_type", {}).get("const") == "array":
+            return Node("array", spec=_array_spec(schema))
+        typ = schema.get("type")
+        if typ == "object" or props:
+            if props:
+                return Node(
+                    "model",
+                    fields={k: self.parse(v) for k, v in props.items()},
+                    required=frozenset(schema.get("required", ())),
+                    closed=schema.get("additionalProperties") is False,
+                )
+            extra = schema.get("additionalProperties")
+            child = self.parse(extra) if isinstance(extra, Mapping) else ANY
+            return Node("dict", child=child)
+        if typ == "array":
+            items = schema.get("items")
+            return Node("list", child=self.parse(items) if items else ANY)
+        if isinstance(typ, str):
+            return Node("scalar", type_name=typ)
+        return ANY
+
+
+def _array_spec(schema: Mapping[str, Any]) -> ArraySpec:
+    props = schema["properties"]
+    shape_schema = props.get("shape", {})
+    shape: tuple[int | None, ...] | None = None
+    if "maxItems" in shape_schema:
+        rank = shape_schema["maxItems"]
+        dims: list[int | None] = []
+        for item in shape_schema.get("prefixItems", [{}] * rank):
+            # A fixed dimension N is written as enum [1, N]: 1 broadcasts to N.
+            dims.append(max(item["enum"]) if "enum" in item else None)
+        shape = tuple(dims)
+    dtype_schema = props.get("dtype", {})
+    examples = dtype_schema.get("examples") or [None]
+    enum = dtype_schema.get("enum", [])
+    dtype = enum[0] if len(enum) == 1 else examples[0]
+    flags = schema.get("array_flags", ())
+    return ArraySpec(shape, dtype, "DIFFERENTIABLE" in flags)
+
+
+def specs_of(side: Mapping[str, Any]) -> dict[str, ArraySpec]:
+    out = {}
+    for pattern, info in side.get("differentiable_arrays", {}).items():
+        shape = info.get("shape")
+        out[pattern] = ArraySpec(
+            None if shape is None else tuple(shape), info.get("dtype"), True
+        )
+    return out
