@@ -179,3 +179,20 @@ def test_executor_that_refuses_work_is_reported_with_the_evaluation(local_tesser
     notes = "".join(getattr(info.value, "__notes__", []))
     assert "evaluation 1 of 8 could not be submitted to the executor" in notes
     assert "input 'x' element [0] is perturbed" in notes
+
+
+def test_cache_key_is_the_key_of_the_whole_tree(tmp_path, local_tesseract):
+    """A point's key (base digests reused) equals the key of the full perturbed tree."""
+    from tess_ad._cache import EvaluationCache
+
+    schema = tess_ad.tesseract_schema(local_tesseract("nested"))
+    flat = schema.inputs.flatten(example_inputs("nested"))
+    cache = EvaluationCache(tmp_path, "ns")
+    point = {"layers.[0].w": np.full((2, 3), 0.5)}
+    full = schema.inputs.flatten(flat.unflatten(point))
+    assert cache.key(flat, point) == cache.key(full)
+    assert cache.key(flat, point) != cache.key(flat)
+    assert cache.key(flat) == cache.key(schema.inputs.flatten(example_inputs("nested")))
+    # a list and the equal float64 array give the same key (digests use the schema dtype)
+    as_arrays = {"layers.[0].w": np.asarray(example_inputs("nested")["layers"][0]["w"])}
+    assert cache.key(flat, as_arrays) == cache.key(flat)

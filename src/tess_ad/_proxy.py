@@ -345,13 +345,10 @@ class FiniteDifferenceTesseract:
 
         cache_key = None
         if self.cache is not None:
-            schema_inputs = self.tess_ad_schema.inputs
             cache = self.cache
 
             def cache_key(point: Mapping[str, np.ndarray]) -> str:
-                return cache.key(
-                    schema_inputs.flatten(build(point), check=False)
-                ) + _suffix(out_paths)
+                return cache.key(flat, point) + _suffix(out_paths)
 
         fn = FlatFunction(
             build,
