@@ -566,6 +566,7 @@ def jvp_plan(
                 f"tangent for input {p!r} has shape {t[p].shape}, expected {x[p].shape}"
             )
     central = method != "forward"
+    moved = [p for p in x if np.any(t[p] != 0)]
     if eps is None:
         h = directional_step(
             x,
@@ -574,13 +575,10 @@ def jvp_plan(
             "central" if central else "forward",
         )
     else:
-        moved = [p for p in x if np.any(t[p] != 0)]
         steps = resolve_steps(
             {p: x[p] for p in moved},
             method,
-            eps
-            if not isinstance(eps, Mapping)
-            else {p: eps[p] for p in moved if p in eps},
+            {p: eps[p] for p in moved if p in eps} if isinstance(eps, Mapping) else eps,
         )
         values = {float(steps[p].flat[0]) for p in moved if steps[p].size}
         if isinstance(eps, Mapping) and (len(values) > 1 or set(moved) - set(eps)):
@@ -589,59 +587,51 @@ def jvp_plan(
                 "as a single float, or the same value for every path with a non-zero tangent"
             )
         h = values.pop() if values else 0.0
-    result: dict[str, np.ndarray] = {}
+
     if h == 0.0:
         # zero tangent: the JVP is zero, but output shapes still need one evaluation
-        def point0(k: int) -> Flat:
-            return {}
+        zeros: dict[str, np.ndarray] = {}
 
-        def acc0(k: int, out: Flat) -> None:
-            for o in out_paths:
-                result[o] = np.zeros(np.shape(out[o]))
+        def accumulate_zero(k: int, out: Flat) -> None:
+            zeros.update({o: np.zeros(np.shape(out[o])) for o in out_paths})
 
         return Plan(
-            1, point0, lambda k: "the base point is evaluated", acc0, lambda: result
+            1,
+            lambda k: {},
+            lambda k: "the base point is evaluated",
+            accumulate_zero,
+            lambda: zeros,
         )
 
     def shifted(sign: float) -> Flat:
-        return {
-            p: (x[p] + sign * h * t[p]).astype(x[p].dtype)
-            for p in x
-            if np.any(t[p] != 0)
-        }
-
-    outs: list[Flat] = []
-    signs = (1.0, -1.0) if central else (1.0, 0.0)
+        # made on demand: a non-finite first evaluation stops the plan before the second
+        return {p: (x[p] + sign * h * t[p]).astype(x[p].dtype) for p in moved}
 
     def point(k: int) -> Flat:
-        return shifted(signs[k]) if signs[k] != 0.0 else {}
+        return shifted(1.0) if k == 0 else (shifted(-1.0) if central else {})
+
+    outs: list[Flat] = []
 
     def accumulate(k: int, out: Flat) -> None:
         outs.append({o: np.asarray(out[o], dtype=np.float64) for o in out_paths})
 
     def finish() -> dict[str, np.ndarray]:
-        # divide by the directional step actually taken, measured on the largest component
-        up, down = (
-            shifted(signs[0]),
-            (shifted(signs[1]) if signs[1] != 0.0 else {p: x[p] for p in shifted(1.0)}),
-        )
-        p_max = max(up, key=lambda p: float(np.max(np.abs(t[p]))))
+        # divide by the step actually taken in the inputs' dtype, read off the largest component
+        up, down = shifted(1.0), (shifted(-1.0) if central else x)
+        p_max = max(moved, key=lambda p: float(np.max(np.abs(t[p]))))
         i_max = np.unravel_index(int(np.argmax(np.abs(t[p_max]))), t[p_max].shape)
-        taken = (float(up[p_max][i_max]) - float(down[p_max][i_max])) / float(
-            t[p_max][i_max]
-        )
+        step = float(up[p_max][i_max]) - float(down[p_max][i_max])
+        taken = step / float(t[p_max][i_max])
         return {o: (outs[0][o] - outs[1][o]) / taken for o in out_paths}
 
-    moved_paths = [p for p in x if np.any(t[p] != 0)]
-    describe = (
-        f"input{'s' if len(moved_paths) > 1 else ''} "
-        f"{', '.join(map(repr, moved_paths))} "
-        f"{'are' if len(moved_paths) > 1 else 'is'} perturbed along the tangent"
+    perturbed = (
+        f"input{'s' if len(moved) > 1 else ''} {', '.join(map(repr, moved))} "
+        f"{'are' if len(moved) > 1 else 'is'} perturbed along the tangent"
     )
     return Plan(
         2,
         point,
-        lambda k: describe if signs[k] != 0.0 else "the base point is evaluated",
+        lambda k: perturbed if k == 0 or central else "the base point is evaluated",
         accumulate,
         finish,
     )
