@@ -5,6 +5,8 @@ import re
 import numpy as np
 import pytest
 from helpers import assert_trees_close, example_api, example_inputs
+from pydantic import BaseModel
+from tesseract_core.runtime import Array, Differentiable, Float64
 from tesseract_core.runtime.core import load_module_from_path
 from tesseract_core.runtime.experimental import (
     finite_difference_jacobian as core_jacobian,
@@ -169,3 +171,50 @@ def test_bad_paths(mesh):
         tess_ad.finite_difference_jacobian(
             apply, inputs, {"mesh.points"}, OUTS, algorithm="sideways"
         )
+
+
+class _TwoInputs(BaseModel):
+    a: Differentiable[Array[(None,), Float64]]
+    b: Differentiable[Array[(None,), Float64]]
+
+
+class _OneOutput(BaseModel):
+    y: Differentiable[Array[(None,), Float64]]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "n_calls", "rtol"), [("central", 4, 1e-8), ("forward", 3, 1e-5)]
+)
+def test_jvp_with_a_step_per_path_as_tesseract_core(algorithm, n_calls, rtol):
+    """An eps mapping with different steps: paths are grouped by step, as tesseract-core does.
+
+    y = sin(a) * b**3, so J t = cos(a) b^3 t_a + 3 sin(a) b^2 t_b.
+    """
+    calls = {"n": 0}
+
+    def apply(inp):
+        calls["n"] += 1
+        return _OneOutput(y=np.sin(inp.a) * inp.b**3)
+
+    inputs = _TwoInputs(a=np.array([0.3, -1.2, 2.0]), b=np.array([1.5, -0.7, 0.2]))
+    t = {"a": np.array([1.0, -0.5, 2.0]), "b": np.array([0.3, 1.0, -1.0])}
+    want = (
+        np.cos(inputs.a) * inputs.b**3 * t["a"]
+        + 3 * np.sin(inputs.a) * inputs.b**2 * t["b"]
+    )
+    eps = {"a": 1e-5, "b": 1e-6} if algorithm == "central" else {"a": 1e-8, "b": 1e-9}
+    args = (apply, inputs, {"a", "b"}, {"y"}, t)
+    ours = tess_ad.finite_difference_jvp(*args, algorithm=algorithm, eps=eps)
+    assert calls["n"] == n_calls  # per group: 2 (central), or 1 + the shared base
+    calls["n"] = 0
+    theirs = core_jvp(*args, algorithm=algorithm, eps=eps)
+    assert calls["n"] == n_calls
+    np.testing.assert_allclose(ours["y"], want, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(ours["y"], theirs["y"], rtol=rtol, atol=rtol)
+    # a mapping may leave paths out (tesseract-core's must name them all): those are scale-aware
+    calls["n"] = 0
+    part = tess_ad.finite_difference_jvp(
+        *args, algorithm=algorithm, eps={"a": eps["a"]}
+    )
+    assert calls["n"] == n_calls
+    np.testing.assert_allclose(part["y"], want, rtol=rtol, atol=rtol)

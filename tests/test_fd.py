@@ -210,3 +210,28 @@ def test_directional_step():
     assert directional_step(x, {"a": np.zeros(2)}) == 0.0
     h = directional_step(x, {"a": np.array([1.0, 0.0])})
     assert h == pytest.approx(np.finfo(float).eps ** (1 / 3) * 1e3)
+
+
+@pytest.mark.parametrize(
+    ("method", "eps", "calls", "rtol"),
+    [
+        ("central", {"a": 1e-5, "b": 1e-6}, 4, 1e-8),  # two groups, 2 each
+        ("central", {"a": 1e-5}, 4, 1e-8),  # 'b' left scale-aware: its own group
+        ("central", {"a": 1e-5, "b": 1e-5}, 2, 1e-8),  # one shared step: one group
+        ("forward", {"a": 1e-8, "b": 1e-9}, 3, 1e-5),  # 1 per group + the shared base
+    ],
+)
+def test_jvp_groups_paths_by_step(method, eps, calls, rtol):
+    t = {"a": np.array([0.2, 1.0, -0.4]), "b": np.array([0.5, 2.0])}
+    got, n_calls = run(jvp_plan(X, t, ["u", "s"], method=method, eps=eps))
+    assert n_calls == calls
+    J = jac_f(X)
+    for o in J:
+        want = sum(np.tensordot(J[o][p], t[p], axes=1) for p in X)
+        np.testing.assert_allclose(got[o], want, rtol=rtol, atol=rtol, err_msg=o)
+
+
+def test_jvp_eps_naming_an_unknown_path():
+    t = {"a": np.ones(3), "b": np.ones(2)}
+    with pytest.raises(ValueError, match="'c'"):
+        jvp_plan(X, t, ["u"], eps={"c": 1e-3})

@@ -262,7 +262,10 @@ def finite_difference_jvp(
         jvp_outputs: Output paths to differentiate.
         tangent_vector: ``{in_path: array}``.
         algorithm: ``"central"``, ``"forward"`` or ``"stochastic"``.
-        eps: ``None`` (scale-aware) or one absolute step.
+        eps: ``None`` (scale-aware), one absolute step, or ``{path: step}``:
+            paths sharing a step move together, each group costing 2 calls
+            (central) or 1 plus the shared base (forward), as in
+            tesseract-core; paths left out of the mapping stay scale-aware.
 
     Returns:
         ``{out_path: array}`` shaped like each output.

@@ -546,13 +546,19 @@ def jvp_plan(
     eps: EpsLike = None,
     dtypes: Mapping[str, np.dtype] | None = None,
 ) -> Plan:
-    """Plan the JVP ``{out: sum_in J[out, in] . t[in]}`` as one directional difference.
+    """Plan the JVP ``{out: sum_in J[out, in] . t[in]}`` as directional differences.
 
     Central (and stochastic, which gains nothing for a JVP) evaluates
-    ``f(x + h t)`` and ``f(x - h t)``; forward evaluates the base and ``f(x + h t)``.
-    The scalar ``h`` comes from :func:`directional_step`, or is ``eps`` when an
-    absolute step is given (a per-path mapping must then agree on one value
-    for the paths the tangent moves, since one direction has one step).
+    ``f(x + h t)`` and ``f(x - h t)``; forward evaluates ``f(x + h t)`` and the
+    base. The scalar ``h`` comes from :func:`directional_step`, or is ``eps``
+    when one absolute step is given: one direction, 2 evaluations (central) or
+    2 with the base (forward).
+
+    An ``eps`` mapping may give the moved paths different steps. Since the JVP
+    is linear in the tangent, paths sharing a step move together and the
+    directional derivatives of the groups are summed (as tesseract-core
+    does); paths the mapping leaves out form one scale-aware group. Each group
+    costs 2 evaluations (central) or 1 plus the shared base (forward).
     """
     validate_method(method)
     x = {p: np.asarray(v) for p, v in x.items()}
@@ -567,28 +573,33 @@ def jvp_plan(
             )
     central = method != "forward"
     moved = [p for p in x if np.any(t[p] != 0)]
-    if eps is None:
-        h = directional_step(
-            x,
-            t,
+
+    def scale_aware_step(paths: Sequence[str]) -> float:
+        return directional_step(
+            {p: x[p] for p in paths},
+            {p: t[p] for p in paths},
             [np.dtype((dtypes or {}).get(p, x[p].dtype)) for p in x],
             "central" if central else "forward",
         )
-    else:
-        steps = resolve_steps(
-            {p: x[p] for p in moved},
-            method,
-            {p: eps[p] for p in moved if p in eps} if isinstance(eps, Mapping) else eps,
-        )
-        values = {float(steps[p].flat[0]) for p in moved if steps[p].size}
-        if isinstance(eps, Mapping) and (len(values) > 1 or set(moved) - set(eps)):
-            raise ValueError(
-                "a JVP moves all inputs along one direction with one step; give eps "
-                "as a single float, or the same value for every path with a non-zero tangent"
-            )
-        h = values.pop() if values else 0.0
 
-    if h == 0.0:
+    # groups of paths moved together, each with its scalar step, in input order
+    groups: list[tuple[list[str], float]] = []
+    if eps is None:
+        if moved:
+            groups.append((moved, scale_aware_step(moved)))
+    else:
+        steps = resolve_steps(x, method, eps)  # validates eps, names unknown paths
+        given = eps if isinstance(eps, Mapping) else x
+        by_step: dict[float, list[str]] = {}
+        for p in moved:
+            if p in given:
+                by_step.setdefault(float(steps[p].flat[0]), []).append(p)
+        groups.extend((paths, h) for h, paths in by_step.items())
+        rest = [p for p in moved if p not in given]
+        if rest:
+            groups.append((rest, scale_aware_step(rest)))
+
+    if not groups:
         # zero tangent: the JVP is zero, but output shapes still need one evaluation
         zeros: dict[str, np.ndarray] = {}
 
@@ -603,35 +614,57 @@ def jvp_plan(
             lambda: zeros,
         )
 
-    def shifted(sign: float) -> Flat:
-        # made on demand: a non-finite first evaluation stops the plan before the second
-        return {p: (x[p] + sign * h * t[p]).astype(x[p].dtype) for p in moved}
+    def shifted(g: int, sign: float) -> Flat:
+        # made on demand: a non-finite first evaluation stops the plan before the next
+        paths, h = groups[g]
+        return {p: (x[p] + sign * h * t[p]).astype(x[p].dtype) for p in paths}
+
+    n_groups = len(groups)
+    size = 2 * n_groups if central else n_groups + 1
+
+    def where(k: int) -> tuple[int, float] | None:
+        """The group and sign evaluation ``k`` moves, or ``None`` for the base point."""
+        if central:
+            return k // 2, (1.0 if k % 2 == 0 else -1.0)
+        return (k, 1.0) if k < n_groups else None
 
     def point(k: int) -> Flat:
-        return shifted(1.0) if k == 0 else (shifted(-1.0) if central else {})
+        w = where(k)
+        return {} if w is None else shifted(*w)
+
+    def describe(k: int) -> str:
+        w = where(k)
+        if w is None:
+            return "the base point is evaluated"
+        paths = groups[w[0]][0]
+        return (
+            f"input{'s' if len(paths) > 1 else ''} {', '.join(map(repr, paths))} "
+            f"{'are' if len(paths) > 1 else 'is'} perturbed along the tangent"
+        )
 
     outs: list[Flat] = []
 
     def accumulate(k: int, out: Flat) -> None:
         outs.append({o: np.asarray(out[o], dtype=np.float64) for o in out_paths})
 
-    def finish() -> dict[str, np.ndarray]:
-        # divide by the step actually taken in the inputs' dtype, read off the largest component
-        up, down = shifted(1.0), (shifted(-1.0) if central else x)
-        p_max = max(moved, key=lambda p: float(np.max(np.abs(t[p]))))
+    def taken(g: int) -> float:
+        # the step actually taken in the inputs' dtype, read off the group's largest component
+        paths = groups[g][0]
+        up = shifted(g, 1.0)
+        down = shifted(g, -1.0) if central else x
+        p_max = max(paths, key=lambda p: float(np.max(np.abs(t[p]))))
         i_max = np.unravel_index(int(np.argmax(np.abs(t[p_max]))), t[p_max].shape)
         step = float(up[p_max][i_max]) - float(down[p_max][i_max])
-        taken = step / float(t[p_max][i_max])
-        return {o: (outs[0][o] - outs[1][o]) / taken for o in out_paths}
+        return step / float(t[p_max][i_max])
 
-    perturbed = (
-        f"input{'s' if len(moved) > 1 else ''} {', '.join(map(repr, moved))} "
-        f"{'are' if len(moved) > 1 else 'is'} perturbed along the tangent"
-    )
-    return Plan(
-        2,
-        point,
-        lambda k: perturbed if k == 0 or central else "the base point is evaluated",
-        accumulate,
-        finish,
-    )
+    def finish() -> dict[str, np.ndarray]:
+        result = {o: np.zeros_like(outs[0][o]) for o in out_paths}
+        for g in range(n_groups):
+            up = outs[2 * g] if central else outs[g]
+            down = outs[2 * g + 1] if central else outs[n_groups]
+            h = taken(g)
+            for o in out_paths:
+                result[o] = result[o] + (up[o] - down[o]) / h
+        return result
+
+    return Plan(size, point, describe, accumulate, finish)
