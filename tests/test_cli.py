@@ -13,6 +13,7 @@ from tess_ad.cli import app, default_rtol
 
 runner = CliRunner()
 WRONG = Path(__file__).parent / "tesseracts" / "wrong_gradient"
+WRONG_JVP = Path(__file__).parent / "tesseracts" / "wrong_jvp"
 EXAMPLE_DIRS = sorted(
     p.name for p in EXAMPLES.iterdir() if (p / "tesseract_api.py").exists()
 )
@@ -39,23 +40,71 @@ def test_wrong_gradient_fails_with_table():
     assert result.exit_code == 1
     out = result.stdout
     assert "d y / d x" in out and "DISAGREES" in out
-    assert (
-        "FAILED" in out
-        and "finite differences disagrees with endpoints on d y / d x" in out
-    )
+    assert "FAILED" in out
+    for way in ("VJP endpoint", "JVP endpoint", "jax", "torch"):
+        assert f"{way} disagrees with finite differences on d y / d x" in out
     # d y / d s is right, and says so
     s_table = out[out.index("d y / d s") :]
     assert "agrees" in s_table.split("FAILED")[0]
+    # each pair's table carries the cost of every way
+    x_table = out[out.index("d y / d x") : out.index("d y / d s")]
+    assert "8 apply" in x_table and "3 VJP" in x_table and "4 JVP" in x_table
+
+
+def test_rtol_option_decides_the_verdict():
+    """The wrong slope is off by 15% of the block's largest entry: --rtol 0.2 lets it pass."""
+    assert check(WRONG, "--rtol", "0.1").exit_code == 1
+    report = json.loads(check(WRONG, "--rtol", "0.2", "--json").stdout)
+    assert report["ok"] and report["rtol"] == 0.2
+
+
+def test_progress_bar_of_the_sweep():
+    shown = check(WRONG, "--progress", "--json")
+    assert "8/8" in shown.stderr and "central differences" in shown.stderr
+    hidden = check(WRONG, "--no-progress", "--json")
+    assert "8/8" not in hidden.stderr
 
 
 def test_json_report_of_wrong_gradient():
     report = json.loads(check(WRONG, "--json").stdout)
-    assert report["reference"] == "endpoints" and not report["ok"]
-    fd = next(w for w in report["ways"] if w["name"] == "finite differences")
-    by_input = {p["input"]: p for p in fd["pairs"]}
-    assert not by_input["x"]["ok"] and by_input["x"]["max_abs_diff"] > 0.05
-    assert by_input["s"]["ok"]
-    assert fd["calls"] == "8 apply"  # 2n, n = 3 + 1
+    assert report["reference"] == "finite differences" and not report["ok"]
+    ways = {w["name"]: w for w in report["ways"]}
+    assert list(ways) == [
+        "finite differences",
+        "VJP endpoint",
+        "JVP endpoint",
+        "jax",
+        "torch",
+    ]
+    assert ways["finite differences"]["calls"] == "8 apply"  # 2n, n = 3 + 1
+    assert ways["VJP endpoint"]["calls"] == "3 VJP"  # one per output element
+    assert ways["JVP endpoint"]["calls"] == "4 JVP"  # one per input element
+    assert ways["jax"]["calls"] == "1 apply, 3 VJP"
+    for name in ("VJP endpoint", "JVP endpoint"):
+        by_input = {p["input"]: p for p in ways[name]["pairs"]}
+        assert not by_input["x"]["ok"] and by_input["x"]["max_abs_diff"] > 0.05, name
+        assert by_input["s"]["ok"], name
+
+
+def test_a_wrong_jvp_cannot_hide_behind_a_right_vjp():
+    """Each endpoint is checked on its own, not only the one the adapters use."""
+    result = check(WRONG_JVP, "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert report["failures"] == [
+        "JVP endpoint disagrees with finite differences on d y / d x"
+    ]
+    names = [w["name"] for w in report["ways"]]
+    assert names == [
+        "finite differences",
+        "jacobian endpoint",
+        "VJP endpoint",
+        "JVP endpoint",
+        "jax",
+        "torch",
+    ]
+    jac = next(w for w in report["ways"] if w["name"] == "jacobian endpoint")
+    assert jac["calls"] == "1 jacobian" and all(p["ok"] for p in jac["pairs"])
 
 
 def test_paths_and_method_options():

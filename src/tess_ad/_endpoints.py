@@ -184,22 +184,34 @@ class Endpoints:
         jac_inputs: Sequence[str],
         jac_outputs: Sequence[str],
         output_shapes: Mapping[str, tuple[int, ...]] | None = None,
+        route: str = "auto",
     ) -> dict[str, dict[str, np.ndarray]]:
         """Whole Jacobian blocks ``{out: {in: array(*out_shape, *in_shape)}}``.
-
-        Uses the ``jacobian`` endpoint when present; otherwise builds the
-        blocks from one VJP per output element or one JVP per input element,
-        whichever needs fewer calls.
 
         Args:
             inputs: The inputs.
             jac_inputs: Input paths to differentiate with respect to.
             jac_outputs: Output paths to differentiate.
             output_shapes: Shapes of the outputs, if known (else one ``apply``
-                call finds them when a fallback route needs them).
+                call finds them when a row or column route needs them).
+            route: ``"auto"`` uses the ``jacobian`` endpoint when present, and
+                otherwise one VJP per output element or one JVP per input
+                element, whichever needs fewer calls. ``"jacobian"``,
+                ``"vjp"`` or ``"jvp"`` use that endpoint alone (``tess-ad
+                check`` compares them, so a wrong one cannot hide behind
+                another).
+
+        Raises:
+            NoGradientRouteError: The route's endpoint is missing.
         """
+        if route not in ("auto", "jacobian", "vjp", "jvp"):
+            raise ValueError(
+                f"route must be 'auto', 'jacobian', 'vjp' or 'jvp', got {route!r}"
+            )
         flat = self._flat_inputs(inputs, jac_inputs)
-        if self.has_jacobian:
+        if route == "jacobian" or (route == "auto" and self.has_jacobian):
+            if not self.has_jacobian:
+                raise _no_route("a Jacobian from the jacobian endpoint", JAC)
             result = self.tesseract.jacobian(
                 dict(inputs), list(jac_inputs), list(jac_outputs)
             )
@@ -210,30 +222,64 @@ class Endpoints:
                 }
                 for o in jac_outputs
             }
+        if route == "vjp" and not self.has_vjp:
+            raise _no_route("a Jacobian from VJP rows", VJP)
+        if route == "jvp" and not self.has_jvp:
+            raise _no_route("a Jacobian from JVP columns", JVP)
+        if route == "auto" and not (self.has_vjp or self.has_jvp):
+            raise _no_route("a Jacobian", f"{JAC}, {VJP} or {JVP}")
         if output_shapes is None:
             outs = self.schema.outputs.flatten(self.apply(inputs), check=False)
             output_shapes = {o: outs[o].shape or () for o in jac_outputs}
-        n_in = sum(int(np.prod(flat[p].shape)) for p in jac_inputs)
-        n_out = sum(int(np.prod(output_shapes[o])) for o in jac_outputs)
+        if route == "auto":
+            n_in = sum(int(np.prod(flat[p].shape)) for p in jac_inputs)
+            n_out = sum(int(np.prod(output_shapes[o])) for o in jac_outputs)
+            route = (
+                "vjp" if self.has_vjp and (n_out <= n_in or not self.has_jvp) else "jvp"
+            )
+        if route == "vjp":
+            return self._jacobian_rows(
+                inputs, flat, jac_inputs, jac_outputs, output_shapes
+            )
+        return self._jacobian_columns(
+            inputs, flat, jac_inputs, jac_outputs, output_shapes
+        )
+
+    def _jacobian_rows(
+        self,
+        inputs: Mapping[str, Any],
+        flat: FlatTree,
+        jac_inputs: Sequence[str],
+        jac_outputs: Sequence[str],
+        output_shapes: Mapping[str, tuple[int, ...]],
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """The Jacobian from one VJP per output element."""
         blocks: dict[str, dict[str, np.ndarray]] = {}
-        if self.has_reverse and (n_out <= n_in or not self.has_forward):
-            for o in jac_outputs:
-                shape = tuple(output_shapes[o])
-                rows = {
-                    p: np.zeros((*shape, *flat[p].shape), _dtype(flat, p))
-                    for p in jac_inputs
-                }
-                for idx in np.ndindex(shape):
-                    ct = {q: np.zeros(output_shapes[q]) for q in jac_outputs}
-                    ct[o][idx] = 1.0
-                    row = self.vjp(inputs, jac_inputs, jac_outputs, ct)
-                    for p in jac_inputs:
-                        rows[p][idx] = row[p]
-                blocks[o] = rows
-            return blocks
-        if not self.has_forward:
-            raise _no_route("a Jacobian", f"{JAC}, {VJP} or {JVP}")
-        blocks = {o: {} for o in jac_outputs}
+        for o in jac_outputs:
+            shape = tuple(output_shapes[o])
+            rows = {
+                p: np.zeros((*shape, *flat[p].shape), _dtype(flat, p))
+                for p in jac_inputs
+            }
+            for idx in np.ndindex(shape):
+                ct = {q: np.zeros(output_shapes[q]) for q in jac_outputs}
+                ct[o][idx] = 1.0
+                row = self.vjp(inputs, jac_inputs, jac_outputs, ct)
+                for p in jac_inputs:
+                    rows[p][idx] = row[p]
+            blocks[o] = rows
+        return blocks
+
+    def _jacobian_columns(
+        self,
+        inputs: Mapping[str, Any],
+        flat: FlatTree,
+        jac_inputs: Sequence[str],
+        jac_outputs: Sequence[str],
+        output_shapes: Mapping[str, tuple[int, ...]],
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """The Jacobian from one JVP per input element."""
+        blocks: dict[str, dict[str, np.ndarray]] = {o: {} for o in jac_outputs}
         for p in jac_inputs:
             in_shape = flat[p].shape
             cols = {o: np.zeros((*output_shapes[o], *in_shape)) for o in jac_outputs}

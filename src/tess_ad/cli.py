@@ -1,21 +1,27 @@
-"""The ``tess-ad`` command: check a Tesseract's derivatives four ways, side by side.
+"""The ``tess-ad`` command: check a Tesseract's derivatives every way, side by side.
 
 ``tess-ad check TARGET`` loads a Tesseract (a ``tesseract_api.py``, a folder
 holding one, or the URL of a served Tesseract), evaluates it at the example
 inputs, and computes the Jacobian of every differentiable output with respect
 to every differentiable input:
 
-1. ``endpoints``: the Tesseract's own gradient endpoints, when it has any;
-2. ``finite differences``: :func:`tess_ad.with_finite_differences` on its ``apply``;
-3. ``jax``: ``jax.jacrev`` through :func:`tess_ad.jax.apply_tesseract`;
+1. ``finite differences``: :func:`tess_ad.with_finite_differences` on its
+   ``apply``, the reference (it trusts nothing but ``apply``);
+2. each of the Tesseract's own gradient endpoints that it has, on its own:
+   ``jacobian endpoint``, ``VJP endpoint`` (one VJP per output element) and
+   ``JVP endpoint`` (one JVP per input element), so that a wrong one cannot
+   hide behind a right one;
+3. ``jax``: ``jax.vjp`` through :func:`tess_ad.jax.apply_tesseract`, pulled
+   back along every output element;
 4. ``torch``: backward passes through :func:`tess_ad.torch.apply_tesseract`.
 
-The first available of (1) and (2) is the reference; every other way must
-agree with it within ``--rtol`` (relative to the largest entry of each
-Jacobian block). A hand-written gradient that is wrong shows up as
-``endpoints`` disagreeing with ``finite differences``: the exit status is 1.
-A target that cannot be loaded, or inputs that do not fit its schema, give a
-one-line error and exit status 2 (``--debug`` shows the traceback).
+The adapters go through the Tesseract's own endpoints when it has any, and
+through finite differences otherwise. Every way must agree with the
+reference within ``--rtol`` (relative to the largest entry of each Jacobian
+block). A hand-written gradient that is wrong shows up as its endpoint
+disagreeing with ``finite differences``: the exit status is 1. A target that
+cannot be loaded, or inputs that do not fit its schema, give a one-line error
+and exit status 2 (``--debug`` shows the traceback).
 
 The framework adapters are imported only when this command runs, so
 ``import tess_ad`` stays free of jax and torch.
@@ -244,8 +250,19 @@ def _jax_jacobian(
         out = apply_tesseract(client, flat.unflatten(diff))
         return {o: get_at_path(out, o) for o in out_paths}
 
-    jac = jax.jacrev(f)(x)
-    return {o: {p: np.asarray(jac[o][p]) for p in in_paths} for o in out_paths}
+    y, pullback = jax.vjp(f, x)
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for o in out_paths:
+        shape = tuple(y[o].shape)
+        blocks = {p: np.zeros((*shape, *x[p].shape)) for p in in_paths}
+        for idx in np.ndindex(shape):
+            ct = {q: np.zeros(y[q].shape, y[q].dtype) for q in out_paths}
+            ct[o][idx] = 1.0
+            (row,) = pullback(ct)
+            for p in in_paths:
+                blocks[p][idx] = np.asarray(row[p])
+        result[o] = blocks
+    return result
 
 
 def _torch_jacobian(
@@ -302,8 +319,12 @@ def run_check(
     outputs_paths: Sequence[str] | None = None,
     rtol: float | None = None,
     frameworks: Sequence[str] = ("jax", "torch"),
+    progress: bool | None = None,
 ) -> dict:
     """Compute and compare the derivatives; return the report as a dict.
+
+    ``progress`` shows a bar of the finite-difference evaluations on stderr;
+    ``None`` shows it for sweeps of more than 40 evaluations on a terminal.
 
     Raises:
         CheckError: One-line errors for a bad target, inputs or paths.
@@ -349,48 +370,51 @@ def run_check(
         )
     shapes = {o: out_flat[o].shape or () for o in out_paths}
     n = sum(int(np.prod(flat[p].shape)) for p in in_paths)
-    fd = with_finite_differences(
-        client, method=method, progress=sys.stderr.isatty() and 2 * n > 40
-    )
+    if progress is None:
+        progress = sys.stderr.isatty() and 2 * n > 40
     own = Endpoints(client)
     has_own = own.has_reverse or own.has_forward
-    ways = []
-    if has_own:
-        ways.append(
-            _run_way(
-                "endpoints",
-                client,
-                lambda c: Endpoints(c).jacobian(
-                    inputs, in_paths, out_paths, output_shapes=shapes
-                ),
-                "the Tesseract's own gradient endpoints",
-            )
-        )
-    ways.append(
+    ways = [
         _run_way(
             "finite differences",
             client,
             lambda c: with_finite_differences(
-                c, method=method, progress=fd.progress
+                c, method=method, progress=progress
             ).jacobian(inputs, in_paths, out_paths),
             f"{method} differences of apply",
         )
-    )
+    ]
+    for route, name, present, how in (
+        ("jacobian", "jacobian endpoint", own.has_jacobian, "the jacobian endpoint"),
+        ("vjp", "VJP endpoint", own.has_vjp, "one VJP per output element"),
+        ("jvp", "JVP endpoint", own.has_jvp, "one JVP per input element"),
+    ):
+        if present:
+            ways.append(
+                _run_way(
+                    name,
+                    client,
+                    lambda c, route=route: Endpoints(c).jacobian(
+                        inputs, in_paths, out_paths, output_shapes=shapes, route=route
+                    ),
+                    how,
+                )
+            )
     # the adapters differentiate through the Tesseract's own endpoints, or FD when it has none
-    route = client if has_own else None
-    for name, fn in (("jax", _jax_jacobian), ("torch", _torch_jacobian)):
+    via = "own endpoints" if has_own else f"{method} differences"
+    for name, fn, how in (
+        ("jax", _jax_jacobian, "jax.vjp"),
+        ("torch", _torch_jacobian, "backward()"),
+    ):
         if name not in frameworks:
             continue
 
         def compute(c: Any, fn: Callable = fn) -> dict:
-            target_client = (
-                c if route is not None else with_finite_differences(c, method=method)
-            )
+            target_client = c if has_own else with_finite_differences(c, method=method)
             return fn(target_client, inputs, flat, in_paths, out_paths)
 
-        via = "own endpoints" if has_own else f"{method} differences"
         ways.append(
-            _run_way(name, client, compute, f"tess_ad.{name}.apply_tesseract ({via})")
+            _run_way(name, client, compute, f"{how} through tess_ad.{name} ({via})")
         )
 
     reference = ways[0]
@@ -454,14 +478,24 @@ def print_report(report: dict, console: Console) -> None:
     for o in report["outputs_paths"]:
         for p in report["inputs_paths"]:
             table = Table(title=f"d {o} / d {p}", title_justify="left")
-            for col in ("way", "max abs diff", "max rel diff", "verdict"):
+            for col in (
+                "way",
+                "max abs diff",
+                "max rel diff",
+                "calls",
+                "seconds",
+                "verdict",
+            ):
                 table.add_column(col)
             for name, w in ways.items():
+                cost = (w["calls"], f"{w['seconds']:.3f}")
                 if w["error"] is not None:
-                    table.add_row(name, "-", "-", f"[red]error: {w['error']}[/red]")
+                    table.add_row(
+                        name, "-", "-", *cost, f"[red]error: {w['error']}[/red]"
+                    )
                     continue
                 if name == report["reference"]:
-                    table.add_row(name, "-", "-", "reference")
+                    table.add_row(name, "-", "-", *cost, "reference")
                     continue
                 pair = next(
                     x for x in w["pairs"] if x["output"] == o and x["input"] == p
@@ -475,6 +509,7 @@ def print_report(report: dict, console: Console) -> None:
                     name,
                     f"{pair['max_abs_diff']:.2e}",
                     f"{pair['max_rel_diff']:.2e}",
+                    *cost,
                     verdict,
                 )
             console.print(table)
@@ -525,12 +560,27 @@ def check(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON.")
     ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar of the FD sweep (default: on a terminal, for long sweeps).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compare a Tesseract's derivatives four ways; exit 1 if any disagree."""
     console = Console()
     try:
-        report = run_check(target, inputs, method, inputs_paths, outputs_paths, rtol)
+        report = run_check(
+            target,
+            inputs,
+            method,
+            inputs_paths,
+            outputs_paths,
+            rtol,
+            progress=progress,
+        )
     except CheckError as exc:
         if debug:
             traceback.print_exc()
