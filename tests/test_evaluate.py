@@ -1,5 +1,6 @@
 """Parallel, distributed and cached evaluation of FD sweeps against real servers."""
 
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,13 @@ from tess_ad._cache import CacheCorruptionWarning
 
 SLEEPY = {"x": np.linspace(0.1, 0.8, 8), "scale": np.float64(2.0), "delay": 0.0}
 PATHS, OUTS = ["x", "scale"], ["y", "total"]
+
+
+def _worker_targets():
+    """Run on a dask worker: the Tesseract clients that worker holds."""
+    from tess_ad import _evaluate
+
+    return sorted(_evaluate._WORKER_CLIENTS)
 
 
 def serial_jacobian(local_tesseract):
@@ -65,6 +73,26 @@ def test_dask_local_cluster_is_identical_to_serial(local_tesseract):
             {"x": 2 * np.cos(SLEEPY["x"]), "scale": np.sum(np.sin(SLEEPY["x"]))},
             rtol=1e-8,
         )
+
+        # a served Tesseract, behind with_retries: its URL travels instead
+        from tesseract_core import Tesseract
+
+        server = Server(example_api("sleepy"), num_workers=2).start()
+        try:
+            served = Tesseract.from_url(server.url)
+            with Spy(served) as spy:
+                got = tess_ad.with_finite_differences(
+                    tess_ad.with_retries(served), executor=client
+                ).jacobian(SLEEPY, PATHS, OUTS)
+            assert spy.calls["apply"] == 0
+            assert_trees_close(got, serial_jacobian(local_tesseract), rtol=0, atol=0)
+        finally:
+            server.stop()
+        # each worker made one client per target and reused it for every evaluation
+        held = client.run(_worker_targets)
+        targets = {t for per_worker in held.values() for t in map(tuple, per_worker)}
+        assert targets == {("api", str(example_api("sleepy"))), ("url", server.url)}
+        assert all(len(per_worker) <= 2 for per_worker in held.values())
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -121,6 +149,50 @@ def test_killed_server_then_resume_from_cache(tmp_path, local_tesseract):
         server.stop()
 
 
+@pytest.mark.served
+def test_server_killed_during_a_call_keeps_every_finished_evaluation(tmp_path):
+    """The kill lands while an apply is in flight: that one is lost, none before it."""
+    from tesseract_core import Tesseract
+
+    inputs = {**SLEEPY, "delay": 0.4}
+    server = Server(example_api("sleepy")).start()
+    try:
+        t = Tesseract.from_url(server.url)
+        fd = tess_ad.with_finite_differences(t, cache=tmp_path / "cache")
+        kill_during = 5  # the 5th apply is in flight when the server dies
+        spy = Spy(t)
+        real_apply = spy._orig["apply"]
+        timers = []
+
+        def apply(inp, *a, **k):
+            spy.calls["apply"] += 1
+            if spy.calls["apply"] == kill_during:
+                timers.append(threading.Timer(0.15, server.stop))
+                timers[-1].start()
+            return real_apply(inp, *a, **k)
+
+        t.apply = apply
+        with pytest.raises(
+            tess_ad.TesseractConnectionError,
+            match=rf"apply at {server.url}: connection lost",
+        ):
+            fd.jacobian(inputs, PATHS, OUTS)
+        for timer in timers:
+            timer.join(timeout=60)
+        assert spy.calls["apply"] == kill_during  # the sweep stopped at the failure
+        assert len(fd.cache) == kill_during - 1  # all that finished, and only that
+
+        server.start()
+        t2 = Tesseract.from_url(server.url)
+        with Spy(t2) as spy2:
+            tess_ad.with_finite_differences(t2, cache=tmp_path / "cache").jacobian(
+                inputs, PATHS, OUTS
+            )
+        assert spy2.calls["apply"] == 2 * 9 - (kill_during - 1)
+    finally:
+        server.stop()
+
+
 def test_corrupted_cache_file_is_recomputed(tmp_path, local_tesseract):
     t = local_tesseract("rosenbrock")
     inputs = example_inputs("rosenbrock")
@@ -146,11 +218,19 @@ def test_exception_in_one_evaluation_stops_the_sweep_and_keeps_the_rest(
     spy = Spy(t)
     real = spy._orig["apply"]
 
+    succeeded = []
+    lock = threading.Lock()
+
     def flaky(inp, *a, **k):
-        spy.calls["apply"] += 1
-        if spy.calls["apply"] == 4:
+        with lock:
+            spy.calls["apply"] += 1
+            n = spy.calls["apply"]
+        if n == 4:
             raise ValueError("simulator diverged")
-        return real(inp, *a, **k)
+        out = real(inp, *a, **k)
+        with lock:
+            succeeded.append(n)
+        return out
 
     t.apply = flaky
     try:
@@ -159,7 +239,7 @@ def test_exception_in_one_evaluation_stops_the_sweep_and_keeps_the_rest(
             with pytest.raises(ValueError, match="simulator diverged"):
                 fd.jacobian(inputs, ["x"], ["loss"])
         finished = len(fd.cache)
-        assert finished >= 3  # everything that finished is kept
+        assert finished == len(succeeded) >= 3  # everything that finished is kept
         spy.restore()
         with Spy(t) as spy2:
             tess_ad.with_finite_differences(t, cache=tmp_path).jacobian(

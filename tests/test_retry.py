@@ -43,6 +43,34 @@ def test_apply_survives_a_restart(server, caplog):
 
 
 @pytest.mark.served
+def test_apply_survives_a_server_killed_during_the_call():
+    """The connection is reset under an in-flight apply; the retry waits for the restart."""
+    from tesseract_core import Tesseract
+
+    s = Server(example_api("sleepy")).start()
+    try:
+        t = with_retries(
+            Tesseract.from_url(s.url), attempts=40, backoff=0.1, max_delay=0.5
+        )
+        inputs = {"x": [0.1, 0.2], "delay": 1.0}
+
+        def kill_then_restart():
+            s.stop()  # SIGKILL while apply sleeps on the server
+            s.start()
+
+        chaos = threading.Timer(0.3, kill_then_restart)
+        chaos.start()
+        try:
+            out = t.apply(inputs)
+        finally:
+            chaos.join(timeout=90)
+        np.testing.assert_allclose(out["y"], np.sin([0.1, 0.2]))
+        assert t.retries >= 1  # the reset call was retried, not silently answered
+    finally:
+        s.stop()
+
+
+@pytest.mark.served
 def test_final_error_names_endpoint_url_and_attempts(server):
     from tesseract_core import Tesseract
 

@@ -245,7 +245,18 @@ _WORKER_LOCK = threading.Lock()
 
 
 def remote_target(tesseract: Any) -> tuple[str, str] | None:
-    """A picklable description of a Tesseract client: ``("url", url)`` or ``("api", path)``."""
+    """A picklable description of a Tesseract client: ``("url", url)`` or ``("api", path)``.
+
+    tess_ad's own wrappers (:func:`~tess_ad.with_retries`,
+    :func:`~tess_ad.with_finite_differences`) are seen through: the workers
+    call the wrapped Tesseract's ``apply`` directly (a failed task is then
+    dask's to retry, ``Client.submit(..., retries=)``).
+    """
+    for _ in range(16):  # wrappers of wrappers, bounded
+        inner = getattr(tesseract, "wrapped", None)
+        if getattr(tesseract, "_client", None) is not None or inner is None:
+            break
+        tesseract = inner
     client = getattr(tesseract, "_client", None)
     url = getattr(client, "url", None)
     if isinstance(url, str):
