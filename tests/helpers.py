@@ -22,7 +22,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-EXAMPLE_NAMES = ("rosenbrock", "nested", "float32", "meshstats_fd")
+EXAMPLE_NAMES = ("rosenbrock", "nested", "float32", "meshstats_fd", "scales", "sleepy")
 
 
 def example_api(name: str) -> Path:
