@@ -18,6 +18,7 @@ output and which perturbed input (``FDNonFiniteError``).
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -362,6 +363,26 @@ ROWS = [
         ("inputs.a", "valid number"),
         good_jax(served("rosenbrock")),
     ),
+    Row(
+        "served-string-for-float-field-jit",
+        lambda c: jax.jit(
+            lambda x: tess_ad.jax.apply_tesseract(
+                c.served("rosenbrock"), {**rosen_inputs(x), "a": "one"}
+            )["loss"]
+        )(jnp.asarray(X)),
+        pydantic.ValidationError,  # HTTP 422 from abstract_eval, while tracing
+        ("inputs.a", "valid number", "asked the abstract_eval endpoint"),
+        good_jax(served("rosenbrock")),
+    ),
+    Row(
+        "served-string-for-float-field-torch",
+        lambda c: tess_ad.torch.apply_tesseract(
+            c.served("rosenbrock"), {**rosen_inputs(torch.tensor(X)), "a": "one"}
+        ),
+        pydantic.ValidationError,  # HTTP 422 from apply
+        ("inputs.a", "valid number"),
+        good_torch(served("rosenbrock")),
+    ),
     # -- missing / unknown fields --------------------------------------------------------
     Row(
         "jax-served-missing-field",
@@ -649,8 +670,11 @@ ROWS = [
         lambda c: tess_ad.with_finite_differences(
             c.local("rosenbrock"), executor=shut_down_executor()
         ).vector_jacobian_product(rosen_inputs(), ["x"], ["loss"], {"loss": 1.0}),
-        RuntimeError,  # the executor's own error, unchanged
-        ("cannot schedule new futures after shutdown",),
+        RuntimeError,  # the executor's own error, unchanged, with a note naming it
+        (
+            "cannot schedule new futures after shutdown",
+            "evaluation 1 of 8 could not be submitted to the executor",
+        ),
         good_fd(local("rosenbrock")),
     ),
     Row(
@@ -798,7 +822,8 @@ def test_bad_input(ctx, row):
     assert type(excinfo.value) is row.exc, (
         f"expected exactly {row.exc.__name__}, got {type(excinfo.value).__name__}: {excinfo.value}"
     )
-    message = str(excinfo.value)
+    # what the user sees printed: the message and any notes added on the way up
+    message = "".join(traceback.format_exception_only(excinfo.value))
     missing = [name for name in names if name not in message]
     assert not missing, f"the message does not name {missing}:\n{message}"
     row.good(ctx)  # nothing lost: the next good call works and is right

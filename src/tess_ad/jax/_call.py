@@ -159,11 +159,13 @@ class TesseractCall:
     def _resolve_spec(self) -> OutputSpec:
         ep = self.endpoints
         problems = []
+        failure: Exception | None = None
         if ep.schema.has("abstract_eval"):
             try:
                 result = self.tesseract.abstract_eval(self._abstract_inputs)
                 return spec_from_abstract(ep.schema, result)
             except Exception as exc:  # fall back to the next source, but say why
+                failure = exc
                 problems.append(f"its abstract_eval endpoint failed: {exc}")
         else:
             problems.append("it has no abstract_eval endpoint")
@@ -177,6 +179,15 @@ class TesseractCall:
         problems.append(
             "no earlier eager call with inputs of these shapes, dtypes and static values was made"
         )
+        if failure is not None:
+            # The Tesseract's own error (e.g. its validation refusing these inputs)
+            # says more than "shapes unknown": it goes up unchanged, with a note.
+            failure.add_note(
+                "(tess_ad: apply_tesseract asked the abstract_eval endpoint for the "
+                "output shapes under a JAX transformation, and it raised this; neither "
+                "the OutputSchema nor an earlier eager call gives the shapes instead)"
+            )
+            raise failure
         shapes = ", ".join(
             f"{entry[1]}: {entry[3]}{list(entry[2])}"
             for entry in self.key
