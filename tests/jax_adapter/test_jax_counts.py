@@ -57,6 +57,44 @@ def test_repeated_jit_grad_traces_once_and_calls_one_vjp_per_call(local_tesserac
     }
 
 
+TRANSFORMS = {
+    "grad": jax.grad,
+    "value_and_grad": jax.value_and_grad,
+    "jacrev": jax.jacrev,
+    "jacfwd": jax.jacfwd,
+    "hessian": jax.hessian,
+    "jvp": lambda f: lambda x: jax.jvp(f, (x,), (jnp.arange(4.0),)),
+    "linearize": lambda f: lambda x: jax.linearize(f, x)[1](jnp.arange(4.0)),
+    "vmap": lambda f: lambda x: jax.vmap(f)(jnp.stack([x, 2 * x])),
+    "vmap(grad)": lambda f: lambda x: jax.vmap(jax.grad(f))(jnp.stack([x, 2 * x])),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_repeated_jit_does_not_retrace(local_tesseract, name):
+    """Later calls with the same shapes reuse the trace: no new trace, no abstract_eval."""
+    client = local_tesseract("rosenbrock")
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return rosenbrock_loss(client)(x)
+
+    g = jax.jit(TRANSFORMS[name](f))
+    g(X)
+    n_traces = len(traces)
+    with Spy(client) as spy:
+        for k in range(1, 4):
+            got = g(X + 0.1 * k)
+    assert len(traces) == n_traces
+    assert spy.calls["abstract_eval"] == 0
+    want = TRANSFORMS[name](rosenbrock_loss(client))(X + 0.3)  # eager
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-10, err_msg=name
+        )
+
+
 def test_repeated_jit_value_and_grad_is_one_apply_and_one_vjp_per_call(local_tesseract):
     client = local_tesseract("rosenbrock")
     vg = jax.jit(jax.value_and_grad(rosenbrock_loss(client)))
