@@ -190,8 +190,42 @@ def test_float32_transforms(local_tesseract):
     )
 
 
-def test_nested_finite_differences_transforms(local_tesseract):
-    t = tess_ad.with_finite_differences(local_tesseract("nested"))
+def test_float32_vjp_jvp_vmap_jacrev(tesseract_factory):
+    """float32 in, float32 out, float32 derivatives; values to float32 precision."""
+    t = tesseract_factory("float32")
+    x, w, shift = float32_values()
+
+    def y(x):
+        return apply_tesseract(t, {"x": x, "w": w, "shift": shift})["y"]
+
+    def ref(x):
+        return float32_ref(x, w.double(), shift.double())["y"]
+
+    tol = {"rtol": 1e-5, "atol": 1e-6}
+    v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float32)
+    out, pullback = vjp(y, x)
+    (g,) = pullback(v)
+    _, ref_pullback = vjp(ref, x.double())
+    assert out.dtype == g.dtype == torch.float32
+    torch.testing.assert_close(g.double(), ref_pullback(v.double())[0], **tol)
+
+    _, tangent = jvp(y, (x,), (v,))
+    _, ref_tangent = jvp(ref, (x.double(),), (v.double(),))
+    assert tangent.dtype == torch.float32
+    torch.testing.assert_close(tangent.double(), ref_tangent, **tol)
+
+    batch = torch.stack([x, 2 * x])
+    got = vmap(y)(batch)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), vmap(ref)(batch.double()), **tol)
+
+    jac = jacrev(y)(x)
+    assert jac.dtype == torch.float32
+    torch.testing.assert_close(jac.double(), jacrev(ref)(x.double()), **tol)
+
+
+def test_nested_finite_differences_transforms(tesseract_factory):
+    t = tess_ad.with_finite_differences(tesseract_factory("nested"))
     leaves = nested_tensors()
 
     def out(params, w0):
