@@ -109,6 +109,18 @@ def test_timeout_per_call():
         assert t.retries == 0
         fast = t.apply({"x": [0.1, 0.2], "delay": 0.0})
         np.testing.assert_allclose(fast["y"], np.sin([0.1, 0.2]))
+
+        # per endpoint: a bound on another endpoint leaves apply unbounded
+        slow = {"x": [0.1, 0.2], "delay": 1.5}
+        other = with_retries(Tesseract.from_url(s.url), timeout={"abstract_eval": 0.3})
+        np.testing.assert_allclose(other.apply(slow)["y"], np.sin([0.1, 0.2]))
+        bounded = with_retries(
+            Tesseract.from_url(s.url), timeout={"apply": 0.3, "abstract_eval": 9.0}
+        )
+        start = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            bounded.apply(slow)
+        assert time.monotonic() - start < 1.4  # cut off by the timeout, not answered
     finally:
         s.stop()
 
@@ -132,6 +144,8 @@ def test_composes_with_finite_differences(local_tesseract):
         ({"backoff": -1}, ValueError, "backoff"),
         ({"timeout": 0}, ValueError, "timeout"),
         ({"timeout": 5.0}, TypeError, "in-process"),
+        ({"timeout": {"apply": -1.0}}, ValueError, "timeout\\['apply'\\]"),
+        ({"timeout": {"aply": 5.0}}, ValueError, "unknown endpoint\\(s\\) 'aply'"),
     ],
 )
 def test_bad_arguments(local_tesseract, kwargs, exc, match):

@@ -16,8 +16,11 @@ Each retry is logged on the ``tess_ad`` logger (WARNING), counted in
 made and keeps the last failure as its ``__cause__``.
 
 ``timeout=`` bounds each call of a served Tesseract: the proxy talks through
-its own HTTP client with that timeout. An in-process call cannot be
-interrupted, so ``timeout`` is refused for in-process Tesseracts.
+its own HTTP client with that timeout. Endpoints differ in cost (a VJP of a
+simulator can take many times its ``apply``), so ``timeout`` may also be a
+mapping ``{endpoint: seconds}``; each distinct value gets its own HTTP
+client. An in-process call cannot be interrupted, so ``timeout`` is refused
+for in-process Tesseracts.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._errors import TesseractConnectionError
@@ -77,7 +80,7 @@ class RetryingTesseract:
         attempts: int = 5,
         backoff: float = 0.25,
         max_delay: float = 4.0,
-        timeout: float | None = None,
+        timeout: float | Mapping[str, float] | None = None,
     ) -> None:
         if not callable(getattr(tesseract, "apply", None)):
             raise TypeError(
@@ -91,11 +94,10 @@ class RetryingTesseract:
                     f"{name} must be a non-negative number of seconds, got {value!r}"
                 )
         self.url = _url_of(tesseract)
+        # endpoint -> a client of the same server whose calls time out as asked
+        self._timed: dict[str, Any] = {}
         if timeout is not None:
-            if not isinstance(timeout, int | float) or timeout <= 0:
-                raise ValueError(
-                    f"timeout must be a positive number of seconds, got {timeout!r}"
-                )
+            seconds = _endpoint_timeouts(timeout)
             if self.url is None:
                 raise TypeError(
                     "timeout applies to served Tesseracts (Tesseract.from_url); an in-process "
@@ -103,7 +105,11 @@ class RetryingTesseract:
                 )
             from tesseract_core import Tesseract
 
-            tesseract = Tesseract.from_url(self.url, timeout=timeout)
+            clients: dict[float, Any] = {}
+            for endpoint, value in seconds.items():
+                if value not in clients:
+                    clients[value] = Tesseract.from_url(self.url, timeout=value)
+                self._timed[endpoint] = clients[value]
         self.wrapped = tesseract
         self.attempts = attempts
         self.backoff = float(backoff)
@@ -134,15 +140,16 @@ class RetryingTesseract:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "wrapped":
             raise AttributeError(name)
-        attr = getattr(self.wrapped, name)
         if name in ENDPOINTS:
+            attr = getattr(self._timed.get(name, self.wrapped), name)
             return lambda *args, **kwargs: self._call(name, attr, args, kwargs)
-        return attr
+        return getattr(self.wrapped, name)
 
     def apply(self, inputs: dict, run_id: str | None = None) -> dict:
         """``apply``, retried on transient connection failures."""
         kwargs = {} if run_id is None else {"run_id": run_id}
-        return self._call("apply", self.wrapped.apply, (inputs,), kwargs)
+        client = self._timed.get("apply", self.wrapped)
+        return self._call("apply", client.apply, (inputs,), kwargs)
 
     def _call(self, endpoint: str, fn: Callable, args: tuple, kwargs: dict) -> Any:
         delay = self.backoff
@@ -177,13 +184,35 @@ class RetryingTesseract:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _endpoint_timeouts(timeout: float | Mapping[str, float]) -> dict[str, float]:
+    """``{endpoint: seconds}`` from one number (every endpoint) or a mapping."""
+    if isinstance(timeout, Mapping):
+        unknown = sorted(set(timeout) - set(ENDPOINTS))
+        if unknown:
+            raise ValueError(
+                f"timeout names unknown endpoint(s) {', '.join(map(repr, unknown))}; "
+                f"endpoints are {', '.join(ENDPOINTS)}"
+            )
+        items = [(f"timeout[{k!r}]", k, v) for k, v in timeout.items()]
+    else:
+        items = [("timeout", k, timeout) for k in ENDPOINTS]
+    seconds = {}
+    for name, endpoint, value in items:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(
+                f"{name} must be a positive number of seconds, got {value!r}"
+            )
+        seconds[endpoint] = float(value)
+    return seconds
+
+
 def with_retries(
     tesseract: Any,
     *,
     attempts: int = 5,
     backoff: float = 0.25,
     max_delay: float = 4.0,
-    timeout: float | None = None,
+    timeout: float | Mapping[str, float] | None = None,
 ) -> RetryingTesseract:
     """Wrap a Tesseract so transient connection failures are retried, with backoff.
 
@@ -198,14 +227,16 @@ def with_retries(
         backoff: Delay before the first retry, in seconds; it doubles each time.
         max_delay: Upper bound of a single delay, in seconds.
         timeout: Seconds each call of a served Tesseract may take before it
-            fails with a timeout (not retried), or ``None`` for no limit.
+            fails with a timeout (not retried), or ``None`` for no limit; or
+            ``{endpoint: seconds}`` to bound some endpoints only, or each
+            differently (e.g. ``{"apply": 60, "vector_jacobian_product": 600}``).
 
     Returns:
         The retrying client; ``.retries`` counts the retries made so far.
 
     Raises:
-        ValueError: For a non-positive ``attempts`` or ``timeout``, or a
-            negative delay.
+        ValueError: For a non-positive ``attempts`` or ``timeout``, a
+            ``timeout`` naming an unknown endpoint, or a negative delay.
         TypeError: If ``timeout`` is given for an in-process Tesseract.
 
     Example:
