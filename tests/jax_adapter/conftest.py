@@ -31,12 +31,17 @@ def served_test_tesseract():
     """Factory: a served client of a Tesseract in tests/jax_adapter/tesseracts/ (one server each)."""
     from tesseract_core import Tesseract
 
-    servers: dict[str, Server] = {}
+    servers: dict[tuple[str, bool], Server] = {}
 
-    def get(name: str):
-        if name not in servers:
-            servers[name] = Server(TESSERACTS / name / "tesseract_api.py").start()
-        return Tesseract.from_url(servers[name].url)
+    def get(name: str, debug: bool = False):
+        """``debug=True`` serves with TESSERACT_DEBUG=1 (errors carry the Tesseract's message)."""
+        key = (name, debug)
+        if key not in servers:
+            with pytest.MonkeyPatch.context() as mp:
+                if debug:
+                    mp.setenv("TESSERACT_DEBUG", "1")
+                servers[key] = Server(TESSERACTS / name / "tesseract_api.py").start()
+        return Tesseract.from_url(servers[key].url)
 
     yield get
     for server in servers.values():

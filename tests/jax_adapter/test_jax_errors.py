@@ -169,7 +169,7 @@ def test_reverse_only_tesseract_refuses_forward_mode_clearly(test_tesseract, mod
 # -- the Tesseract itself fails ------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["local", "served"])
+@pytest.mark.parametrize("kind", ["local", "served", "served-debug"])
 @pytest.mark.parametrize("mode", MODES)
 def test_tesseract_error_message_reaches_the_user(
     test_tesseract, served_test_tesseract, kind, mode
@@ -177,22 +177,20 @@ def test_tesseract_error_message_reaches_the_user(
     """The client's exception text arrives unchanged, eagerly and from jit callbacks.
 
     A served Tesseract answers a failing endpoint with a bare HTTP 500 (the
-    message stays in the server log), so that is the message the user sees.
+    message stays in the server log) unless the server runs with
+    TESSERACT_DEBUG=1, when the response carries the Tesseract's message.
     """
     client = (
         test_tesseract("raising")
         if kind == "local"
-        else served_test_tesseract("raising")
+        else served_test_tesseract("raising", debug=kind == "served-debug")
     )
+    own = kind != "served"
     apply_message = (
-        "x must be non-negative, got min -1.0"
-        if kind == "local"
-        else "Error 500 from Tesseract"
+        "x must be non-negative, got min -1.0" if own else "Error 500 from Tesseract"
     )
     vjp_message = (
-        "the VJP endpoint is broken on purpose"
-        if kind == "local"
-        else "Error 500 from Tesseract"
+        "the VJP endpoint is broken on purpose" if own else "Error 500 from Tesseract"
     )
 
     def y(x):
