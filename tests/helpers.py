@@ -59,38 +59,17 @@ class Server:
     Start fails fast (bounded wait) and shows the server's own output when it
     cannot start. ``stop()`` kills it; ``start()`` may be called again (same
     port) to restart it, as the fault tests do.
-
-    A free port can be taken by another process (a client socket's ephemeral
-    port, say) between ``free_port()`` and the server's bind; the first start
-    then moves to another free port (at most 3 tries). A restart keeps its
-    port, since clients hold the URL.
     """
 
     def __init__(self, api_path: Path, num_workers: int = 1, port: int | None = None):
         self.api_path = Path(api_path).resolve()
         self.num_workers = num_workers
-        self._may_move = port is None
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self._log = None
 
     def start(self, timeout: float = 60.0) -> Server:
-        for _ in range(3):
-            try:
-                self._start_once(timeout)
-            except RuntimeError as exc:
-                taken = "Errno 98" in str(exc)  # EADDRINUSE (rich may wrap the text)
-                if not (self._may_move and taken):
-                    raise
-                self.port = free_port()
-                self.url = f"http://127.0.0.1:{self.port}"
-                continue
-            self._may_move = False
-            return self
-        raise RuntimeError(f"no free port for {self.api_path} after 3 tries")
-
-    def _start_once(self, timeout: float) -> None:
         env = dict(os.environ, TESSERACT_API_PATH=str(self.api_path))
         # the server writes run_* log folders into its working directory
         self._workdir = tempfile.mkdtemp(prefix=f"tess_ad_serve_{self.port}_")
@@ -118,7 +97,7 @@ class Server:
                 break
             try:
                 if requests.get(f"{self.url}/health", timeout=1).ok:
-                    return
+                    return self
             except requests.RequestException:
                 time.sleep(0.2)
         output = self.output()
