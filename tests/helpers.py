@@ -58,12 +58,20 @@ class Server:
 
     Start fails fast (bounded wait) and shows the server's own output when it
     cannot start. ``stop()`` kills it; ``start()`` may be called again (same
-    port) to restart it, as the fault tests do.
+    port) to restart it, as the fault tests do. ``debug=True`` serves with
+    TESSERACT_DEBUG=1, so errors carry the Tesseract's own message.
     """
 
-    def __init__(self, api_path: Path, num_workers: int = 1, port: int | None = None):
+    def __init__(
+        self,
+        api_path: Path,
+        num_workers: int = 1,
+        port: int | None = None,
+        debug: bool = False,
+    ):
         self.api_path = Path(api_path).resolve()
         self.num_workers = num_workers
+        self.debug = debug
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -71,6 +79,11 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> Server:
         env = dict(os.environ, TESSERACT_API_PATH=str(self.api_path))
+        if self.debug:
+            # Debug mode puts the Tesseract's message into a 500 response. It also
+            # starts a debugpy listener, on port 5678 unless told otherwise: two
+            # debug servers at once would collide there, so each gets its own.
+            env.update(TESSERACT_DEBUG="1", TESSERACT_DEBUGPY_PORT=str(free_port()))
         # the server writes run_* log folders into its working directory
         self._workdir = tempfile.mkdtemp(prefix=f"tess_ad_serve_{self.port}_")
         self._log = open(Path(self._workdir) / "server.log", "w+")  # noqa: SIM115 - closed in stop()

@@ -37,10 +37,8 @@ def served_test_tesseract():
         """``debug=True`` serves with TESSERACT_DEBUG=1 (errors carry the Tesseract's message)."""
         key = (name, debug)
         if key not in servers:
-            with pytest.MonkeyPatch.context() as mp:
-                if debug:
-                    mp.setenv("TESSERACT_DEBUG", "1")
-                servers[key] = Server(TESSERACTS / name / "tesseract_api.py").start()
+            api = TESSERACTS / name / "tesseract_api.py"
+            servers[key] = Server(api, debug=debug).start()
         return Tesseract.from_url(servers[key].url)
 
     yield get

@@ -47,9 +47,7 @@ def raising_tesseract():
                 # tesseract-core's server answers an exception in the Tesseract
                 # with a bare "500 Internal Server Error" unless it runs in debug
                 # mode, where the response carries the traceback and message.
-                with pytest.MonkeyPatch.context() as mp:
-                    mp.setenv("TESSERACT_DEBUG", "1")
-                    server = Server(RAISING_API).start()
+                server = Server(RAISING_API, debug=True).start()
                 servers.append(server)
                 cache[kind] = Tesseract.from_url(server.url)
         return cache[kind]
