@@ -251,18 +251,17 @@ def _jax_jacobian(
         return {o: get_at_path(out, o) for o in out_paths}
 
     y, pullback = jax.vjp(f, x)
-    result: dict[str, dict[str, np.ndarray]] = {}
-    for o in out_paths:
-        shape = tuple(y[o].shape)
-        blocks = {p: np.zeros((*shape, *x[p].shape)) for p in in_paths}
-        for idx in np.ndindex(shape):
-            ct = {q: np.zeros(y[q].shape, y[q].dtype) for q in out_paths}
-            ct[o][idx] = 1.0
-            (row,) = pullback(ct)
-            for p in in_paths:
-                blocks[p][idx] = np.asarray(row[p])
-        result[o] = blocks
-    return result
+
+    def row(o: str, idx: tuple[int, ...]) -> dict:
+        ct = {q: np.zeros(y[q].shape, y[q].dtype) for q in out_paths}
+        ct[o][idx] = 1.0
+        return pullback(ct)[0]
+
+    return _rows(
+        {o: tuple(y[o].shape) for o in out_paths},
+        {p: tuple(x[p].shape) for p in in_paths},
+        row,
+    )
 
 
 def _torch_jacobian(
@@ -277,17 +276,39 @@ def _torch_jacobian(
         for p in in_paths
     }
     out = apply_tesseract(client, flat.unflatten(x))
+    y = {o: get_at_path(out, o) for o in out_paths}
+
+    def row(o: str, idx: tuple[int, ...]) -> dict:
+        grads = torch.autograd.grad(
+            y[o][idx], [x[p] for p in in_paths], retain_graph=True, allow_unused=True
+        )
+        return {
+            p: g.detach() for p, g in zip(in_paths, grads, strict=True) if g is not None
+        }
+
+    return _rows(
+        {o: tuple(y[o].shape) for o in out_paths},
+        {p: tuple(x[p].shape) for p in in_paths},
+        row,
+    )
+
+
+def _rows(
+    out_shapes: dict[str, tuple[int, ...]],
+    in_shapes: dict[str, tuple[int, ...]],
+    row: Callable[[str, tuple[int, ...]], dict],
+) -> dict[str, dict[str, np.ndarray]]:
+    """Jacobian blocks from one reverse pass per output element.
+
+    ``row(o, idx)`` gives ``{in_path: gradient}`` of output element ``o[idx]``;
+    inputs it leaves out have a zero gradient.
+    """
     result: dict[str, dict[str, np.ndarray]] = {}
-    for o in out_paths:
-        y = get_at_path(out, o)
-        blocks = {p: np.zeros((*y.shape, *x[p].shape)) for p in in_paths}
-        for idx in np.ndindex(tuple(y.shape)):
-            grads = torch.autograd.grad(
-                y[idx], [x[p] for p in in_paths], retain_graph=True, allow_unused=True
-            )
-            for p, g in zip(in_paths, grads, strict=True):
-                if g is not None:
-                    blocks[p][idx] = g.detach().numpy()
+    for o, shape in out_shapes.items():
+        blocks = {p: np.zeros((*shape, *s)) for p, s in in_shapes.items()}
+        for idx in np.ndindex(shape):
+            for p, g in row(o, idx).items():
+                blocks[p][idx] = np.asarray(g)
         result[o] = blocks
     return result
 
