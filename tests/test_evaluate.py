@@ -18,9 +18,9 @@ PATHS, OUTS = ["x", "scale"], ["y", "total"]
 
 def _worker_targets():
     """Run on a dask worker: the Tesseract clients that worker holds."""
-    from tess_ad import _evaluate
+    from tess_ad import _client
 
-    return sorted(_evaluate._WORKER_CLIENTS)
+    return sorted(_client._WORKER_CLIENTS)
 
 
 def serial_jacobian(local_tesseract):

@@ -51,8 +51,7 @@ def _digest_arrays(paths: list[str], arrays: list[np.ndarray]) -> str:
 def _leaf_digest(leaf: Leaf, value: Any) -> bytes:
     """Digest of one leaf's value: dtype, shape and bytes of arrays (in the schema's dtype), JSON of the rest."""
     if leaf.is_array:
-        dtype = leaf.spec.dtype if leaf.spec is not None and leaf.spec.dtype else None
-        arr = np.ascontiguousarray(as_numpy(value, dtype))
+        arr = np.ascontiguousarray(as_numpy(value, leaf.declared_dtype))
         return hashlib.sha256(
             f"{arr.dtype}{arr.shape}".encode() + arr.tobytes()
         ).digest()

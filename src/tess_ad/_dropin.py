@@ -19,8 +19,8 @@ rest. The call signatures and return layouts are tesseract-core's
   per-path mapping still works, and a mapping may name only some paths;
 * results keep the dtypes of the leaves (float32 stays float32).
 
-The estimators are the ones the client-side proxy uses (``_fd``), evaluated
-serially here: a Tesseract's endpoint runs inside one request.
+The endpoints are the ones the client-side proxy uses (``_fd_endpoints``),
+evaluated serially here: a Tesseract's endpoint runs inside one request.
 """
 
 from __future__ import annotations
@@ -30,15 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from ._evaluate import FlatFunction, run_plan
-from ._fd import (
-    EpsLike,
-    jacobian_plan,
-    jvp_plan,
-    resolve_steps,
-    validate_method,
-    vjp_plan,
-)
+from ._evaluate import FlatFunction
+from ._fd import EpsLike, validate_method
+from ._fd_endpoints import FDSettings, fd_jacobian, fd_jvp, fd_vjp
 from ._paths import get_at_path, list_segment, split_path, unescape_key
 
 __all__ = [
@@ -72,7 +66,9 @@ def _replace(tree: Any, segments: Sequence[str], value: Any) -> Any:
     return tree.model_copy(update={seg: _replace(getattr(tree, seg), rest, value)})
 
 
-def _base_values(inputs: Any, paths: Sequence[str]) -> dict[str, np.ndarray]:
+def _base_values(
+    inputs: Any, paths: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.dtype]]:
     if isinstance(paths, str):
         raise TypeError(f"input paths must be a set of paths, got the string {paths!r}")
     x = {}
@@ -87,7 +83,7 @@ def _base_values(inputs: Any, paths: Sequence[str]) -> dict[str, np.ndarray]:
             raise ValueError(
                 f"input {p!r} has dtype {x[p].dtype}; only floating-point inputs can be differentiated"
             )
-    return x
+    return x, {p: v.dtype for p, v in x.items()}
 
 
 class _ModelFunction(FlatFunction):
@@ -97,7 +93,6 @@ class _ModelFunction(FlatFunction):
         self, apply_fn: Callable, inputs: Any, out_paths: Sequence[str]
     ) -> None:
         self.out_dtypes: dict[str, np.dtype] = {}
-        out_paths = sorted(out_paths)
 
         def build(point: Mapping[str, np.ndarray]) -> Any:
             model = inputs
@@ -118,6 +113,10 @@ class _ModelFunction(FlatFunction):
             return got
 
         super().__init__(build, apply_fn, extract)
+
+    def out_dtype(self, path: str) -> np.dtype:
+        """The dtype ``apply`` returned for an output (known once it has run)."""
+        return self.out_dtypes[path]
 
 
 def finite_difference_jacobian(
@@ -162,25 +161,11 @@ def finite_difference_jacobian(
                 return finite_difference_jacobian(apply, inputs, jac_inputs, jac_outputs)
     """
     validate_method(algorithm)
-    x = _base_values(inputs, jac_inputs)
-    fn = _ModelFunction(apply_fn, inputs, jac_outputs)
-    steps = resolve_steps(x, algorithm, eps)
-    plan = jacobian_plan(
-        x,
-        steps,
-        sorted(jac_outputs),
-        method=algorithm,
-        num_samples=num_samples,
-        seed=seed,
-    )
-    result = run_plan(plan, fn)
-    return {
-        o: {
-            p: blk.astype(np.result_type(fn.out_dtypes[o], x[p].dtype), copy=False)
-            for p, blk in row.items()
-        }
-        for o, row in result.items()
-    }
+    x, dtypes = _base_values(inputs, jac_inputs)
+    outs = sorted(jac_outputs)
+    fn = _ModelFunction(apply_fn, inputs, outs)
+    settings = FDSettings(algorithm, eps, num_samples, seed)
+    return fd_jacobian(fn, x, dtypes, outs, settings, fn.out_dtype)
 
 
 def finite_difference_vjp(
@@ -224,19 +209,11 @@ def finite_difference_vjp(
                 return finite_difference_vjp(apply, inputs, vjp_inputs, vjp_outputs, cotangent_vector)
     """
     validate_method(algorithm)
-    x = _base_values(inputs, vjp_inputs)
-    missing = sorted(set(vjp_outputs) - set(cotangent_vector))
-    if missing:
-        raise ValueError(f"cotangent_vector has no value for output(s) {missing}")
-    ct = {
-        o: np.asarray(cotangent_vector[o], dtype=np.float64)
-        for o in sorted(vjp_outputs)
-    }
-    fn = _ModelFunction(apply_fn, inputs, vjp_outputs)
-    steps = resolve_steps(x, algorithm, eps)
-    plan = vjp_plan(x, steps, ct, method=algorithm, num_samples=num_samples, seed=seed)
-    result = run_plan(plan, fn)
-    return {p: v.astype(x[p].dtype, copy=False) for p, v in result.items()}
+    x, dtypes = _base_values(inputs, vjp_inputs)
+    outs = sorted(vjp_outputs)
+    fn = _ModelFunction(apply_fn, inputs, outs)
+    settings = FDSettings(algorithm, eps, num_samples, seed)
+    return fd_vjp(fn, x, dtypes, outs, cotangent_vector, settings)
 
 
 def finite_difference_jvp(
@@ -279,12 +256,8 @@ def finite_difference_jvp(
                 return finite_difference_jvp(apply, inputs, jvp_inputs, jvp_outputs, tangent_vector)
     """
     validate_method(algorithm)
-    x = _base_values(inputs, jvp_inputs)
-    missing = sorted(set(jvp_inputs) - set(tangent_vector))
-    if missing:
-        raise ValueError(f"tangent_vector has no value for input(s) {missing}")
-    t = {p: np.asarray(tangent_vector[p], dtype=np.float64) for p in x}
-    fn = _ModelFunction(apply_fn, inputs, jvp_outputs)
-    plan = jvp_plan(x, t, sorted(jvp_outputs), method=algorithm, eps=eps)
-    result = run_plan(plan, fn)
-    return {o: v.astype(fn.out_dtypes[o], copy=False) for o, v in result.items()}
+    x, dtypes = _base_values(inputs, jvp_inputs)
+    outs = sorted(jvp_outputs)
+    fn = _ModelFunction(apply_fn, inputs, outs)
+    settings = FDSettings(algorithm, eps)
+    return fd_jvp(fn, x, dtypes, outs, tangent_vector, settings, fn.out_dtype)

@@ -22,7 +22,6 @@ the plan:
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -31,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from ._cache import EvaluationCache
+from ._client import client_for
 from ._fd import Flat, Plan
 
-__all__ = ["FlatFunction", "remote_target", "run_plan"]
+__all__ = ["FlatFunction", "remote_apply", "run_plan"]
 
 
 class FlatFunction:
@@ -240,50 +240,10 @@ def _annotate(
 # dask: what travels to the workers
 # --------------------------------------------------------------------------
 
-_WORKER_CLIENTS: dict[tuple[str, str], Any] = {}
-_WORKER_LOCK = threading.Lock()
-
-
-def remote_target(tesseract: Any) -> tuple[str, str] | None:
-    """A picklable description of a Tesseract client: ``("url", url)`` or ``("api", path)``.
-
-    tess_ad's own wrappers (:func:`~tess_ad.with_retries`,
-    :func:`~tess_ad.with_finite_differences`) are seen through: the workers
-    call the wrapped Tesseract's ``apply`` directly (a failed task is then
-    dask's to retry, ``Client.submit(..., retries=)``).
-    """
-    for _ in range(16):  # wrappers of wrappers, bounded
-        inner = getattr(tesseract, "wrapped", None)
-        if getattr(tesseract, "_client", None) is not None or inner is None:
-            break
-        tesseract = inner
-    client = getattr(tesseract, "_client", None)
-    url = getattr(client, "url", None)
-    if isinstance(url, str):
-        return ("url", url)
-    module = getattr(client, "api_module", None)
-    path = getattr(module, "__file__", None)
-    if isinstance(path, str):
-        return ("api", path)
-    return None
-
 
 def remote_apply(target: tuple[str, str], inputs: Mapping[str, Any]) -> dict:
-    """Run ``apply`` on a dask worker; the client is created once per worker process."""
-    with _WORKER_LOCK:
-        client = _WORKER_CLIENTS.get(target)
-        if client is None:
-            from tesseract_core import Tesseract
-
-            kind, where = target
-            client = (
-                Tesseract.from_url(where)
-                if kind == "url"
-                else Tesseract.from_tesseract_api(where)
-            )
-            _WORKER_CLIENTS[target] = client
-    out = client.apply(dict(inputs))
-    return _plain(out)
+    """Run ``apply`` on a dask worker; the client is made once per worker process."""
+    return _plain(client_for(target).apply(dict(inputs)))
 
 
 def _plain(tree: Any) -> Any:

@@ -1,5 +1,12 @@
 """A Tesseract's OpenAPI (JSON) schema, parsed into a small tree of nodes.
 
+This is the one module that knows tesseract-core's wire format: where the
+``apply`` schemas sit (``components.schemas.ApplyInputSchema``), how an array
+is spelled (``object_type: array`` with ``shape``/``dtype`` sub-schemas, a
+fixed dimension ``N`` as ``enum [1, N]``), ``differentiable_arrays`` and
+``array_flags``, and the ``{"shape", "dtype"}`` leaves of an
+``abstract_eval`` answer.
+
 The schema-leaf pytree (``_schema``) walks values along this tree: a node says
 whether a value is a model (fixed fields), a ``dict[str, ...]``, a list, an
 array leaf (with its :class:`ArraySpec`), a scalar, or a union. Parsing is
@@ -14,7 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ANY", "ArraySpec", "Node", "Parser", "specs_of"]
+__all__ = [
+    "ANY",
+    "ArraySpec",
+    "Node",
+    "OpenAPIParts",
+    "Parser",
+    "abstract_to_placeholders",
+    "parse_openapi",
+    "specs_of",
+]
 
 
 @dataclass(frozen=True)
@@ -104,8 +120,10 @@ def _array_spec(schema: Mapping[str, Any]) -> ArraySpec:
     props = schema["properties"]
     shape_schema = props.get("shape", {})
     shape: tuple[int | None, ...] | None = None
-    if "maxItems" in shape_schema:
-        rank = shape_schema["maxItems"]
+    # The rank is fixed when the shape list has one length (tesseract-core writes
+    # minItems == maxItems); `Array[..., dtype]` has no maxItems at all.
+    rank = shape_schema.get("maxItems")
+    if rank is not None and shape_schema.get("minItems", rank) == rank:
         dims: list[int | None] = []
         for item in shape_schema.get("prefixItems", [{}] * rank):
             # A fixed dimension N is written as enum [1, N]: 1 broadcasts to N.
@@ -127,3 +145,75 @@ def specs_of(side: Mapping[str, Any]) -> dict[str, ArraySpec]:
             None if shape is None else tuple(shape), info.get("dtype"), True
         )
     return out
+
+
+@dataclass(frozen=True)
+class OpenAPIParts:
+    """The pieces of a Tesseract's OpenAPI document that tess_ad reads.
+
+    Attributes:
+        inputs: The parsed ``inputs`` of the ``apply`` request.
+        input_specs: ``differentiable_arrays`` of the inputs.
+        outputs: The parsed ``apply`` result.
+        output_specs: ``differentiable_arrays`` of the outputs.
+        endpoints: The endpoint names the Tesseract serves.
+    """
+
+    inputs: Node
+    input_specs: dict[str, ArraySpec]
+    outputs: Node
+    output_specs: dict[str, ArraySpec]
+    endpoints: frozenset[str]
+
+
+def parse_openapi(openapi: Mapping[str, Any]) -> OpenAPIParts:
+    """Parse a Tesseract's OpenAPI document.
+
+    Raises:
+        ValueError: If it lacks ``components.schemas.ApplyInputSchema`` or
+            ``ApplyOutputSchema`` (the caller names what it was reading).
+    """
+    try:
+        components = openapi["components"]["schemas"]
+        apply_in = components["ApplyInputSchema"]
+        apply_out = components["ApplyOutputSchema"]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "this does not look like a Tesseract's OpenAPI schema: "
+            "components.schemas.ApplyInputSchema/ApplyOutputSchema are missing"
+        ) from None
+    parser = Parser(components)
+    in_root = apply_in.get("properties", {}).get("inputs", apply_in)
+    return OpenAPIParts(
+        parser.parse(in_root),
+        specs_of(apply_in),
+        parser.parse(apply_out),
+        specs_of(apply_out),
+        frozenset(p.strip("/") for p in openapi.get("paths", {})),
+    )
+
+
+def abstract_to_placeholders(abstract: Any, placeholder: Any) -> Any:
+    """An ``abstract_eval`` answer with each ``{"shape", "dtype"}`` leaf made an array.
+
+    Args:
+        abstract: The nested answer of the ``abstract_eval`` endpoint.
+        placeholder: ``(shape, dtype) -> array`` making the stand-in arrays.
+    """
+    if isinstance(abstract, Mapping):
+        if set(abstract) == {"shape", "dtype"}:
+            return placeholder(tuple(abstract["shape"]), abstract["dtype"])
+        return {
+            k: abstract_to_placeholders(v, placeholder) for k, v in abstract.items()
+        }
+    if isinstance(abstract, list | tuple):
+        return type(abstract)(
+            abstract_to_placeholders(v, placeholder) for v in abstract
+        )
+    if (
+        hasattr(abstract, "shape")
+        and hasattr(abstract, "dtype")
+        and not hasattr(abstract, "__array__")
+    ):  # a ShapeDType-like object
+        return placeholder(tuple(abstract.shape), str(abstract.dtype))
+    return abstract

@@ -27,28 +27,26 @@ from typing import Any
 import numpy as np
 
 from ._cache import EvaluationCache
-from ._evaluate import FlatFunction, remote_apply, remote_target, run_plan
-from ._fd import (
-    EpsLike,
-    _check_eps,
-    _check_samples,
-    jacobian_plan,
-    jvp_plan,
-    resolve_steps,
-    validate_method,
-    vjp_plan,
+from ._client import (
+    GRADIENT_ENDPOINTS,
+    ClientWrapper,
+    remote_target,
+    transient_errors,
+    url_of,
 )
+from ._errors import TesseractConnectionError
+from ._evaluate import FlatFunction, remote_apply
+from ._fd import ACCURACY, EpsLike, _check_eps, _check_samples, validate_method
+from ._fd_endpoints import FDSettings, fd_jacobian, fd_jvp, fd_vjp
 from ._paths import get_at_path
-from ._retry import TesseractConnectionError, _transient_errors, _url_of
 from ._schema import FlatTree, SchemaError, TesseractSchema, as_numpy, tesseract_schema
 
 __all__ = ["FiniteDifferenceTesseract", "with_finite_differences"]
 
-_TRANSIENT = _transient_errors()
-GRADIENT_ENDPOINTS = ("jacobian", "jacobian_vector_product", "vector_jacobian_product")
+_TRANSIENT = transient_errors()
 
 
-class FiniteDifferenceTesseract:
+class FiniteDifferenceTesseract(ClientWrapper):
     """A Tesseract client whose gradient endpoints are finite differences of ``apply``.
 
     Made by :func:`with_finite_differences`; see there for the arguments.
@@ -85,20 +83,18 @@ class FiniteDifferenceTesseract:
                 f"executor must be a concurrent.futures.Executor or a dask.distributed.Client, "
                 f"got {type(executor).__name__}"
             )
-        self.wrapped = tesseract
+        super().__init__(tesseract)
         self.eps = eps
         self.num_samples = num_samples
         self.seed = seed
         self.executor = executor
         self.progress = bool(progress)
-        # derivatives are accurate to eps ** this (central/SPSA: eps^(2/3); forward: eps^(1/2));
-        # Endpoints.vjp_jvp reads it to difference these VJPs over a suitably long step
-        self.tess_ad_derivative_accuracy = 0.5 if method == "forward" else 2.0 / 3.0
+        # Derivatives are accurate to eps ** this (the method's row of ACCURACY);
+        # Endpoints.vjp_jvp reads it to difference these VJPs over a suitably long step.
+        self.tess_ad_derivative_accuracy = ACCURACY[self.method]
 
         base = tesseract_schema(tesseract)
-        self.tess_ad_schema = TesseractSchema(
-            base.inputs, base.outputs, base.endpoints | frozenset(GRADIENT_ENDPOINTS)
-        )
+        self.tess_ad_schema = base.with_endpoints(GRADIENT_ENDPOINTS)
         self._validate_eps_paths(base)
         schema = copy.deepcopy(tesseract.openapi_schema)
         for name in GRADIENT_ENDPOINTS:
@@ -139,7 +135,7 @@ class FiniteDifferenceTesseract:
 
     def __getattr__(self, name: str) -> Any:
         # abstract_eval (and health, etc.) only when the wrapped client serves them
-        if name.startswith("_") or name.startswith("tess_ad_") or name == "wrapped":
+        if name.startswith("tess_ad_"):
             raise AttributeError(name)
         if (
             name == "abstract_eval"
@@ -148,7 +144,7 @@ class FiniteDifferenceTesseract:
             raise AttributeError(
                 "the wrapped Tesseract has no abstract_eval endpoint, so neither has this proxy"
             )
-        return getattr(self.wrapped, name)
+        return super().__getattr__(name)
 
     def apply(self, inputs: dict, run_id: str | None = None) -> dict:
         """Run the wrapped Tesseract's ``apply``."""
@@ -163,26 +159,16 @@ class FiniteDifferenceTesseract:
         jac_outputs: Sequence[str],
         run_id: str | None = None,
     ) -> dict[str, dict[str, np.ndarray]]:
-        """Jacobian ``{out: {in: array(*out_shape, *in_shape)}}`` by finite differences."""
+        """Jacobian ``{out: {in: array(*out_shape, *in_shape)}}`` by finite differences.
+
+        ``run_id`` is passed to every ``apply`` call of the sweep.
+        """
         flat, x, dtypes = self._prepare(inputs, jac_inputs)
-        out_dtypes = self._output_dtypes(jac_outputs)
-        steps = resolve_steps(x, self.method, self._eps_for(x), dtypes)
-        plan = jacobian_plan(
-            x,
-            steps,
-            list(jac_outputs),
-            method=self.method,
-            num_samples=self.num_samples,
-            seed=self.seed,
+        self._check_outputs(jac_outputs)
+        fn = self._function(flat, jac_outputs, run_id)
+        return fd_jacobian(
+            fn, x, dtypes, jac_outputs, self._settings(x), self._output_dtype
         )
-        result = self._run(plan, flat, jac_outputs, "jacobian")
-        return {
-            o: {
-                p: blk.astype(np.result_type(out_dtypes[o], dtypes[p]), copy=False)
-                for p, blk in row.items()
-            }
-            for o, row in result.items()
-        }
 
     def vector_jacobian_product(
         self,
@@ -192,26 +178,14 @@ class FiniteDifferenceTesseract:
         cotangent_vector: Mapping[str, Any],
         run_id: str | None = None,
     ) -> dict[str, np.ndarray]:
-        """VJP ``{in: sum_out ct[out] . J[out, in]}`` by finite differences."""
+        """VJP ``{in: sum_out ct[out] . J[out, in]}`` by finite differences.
+
+        ``run_id`` is passed to every ``apply`` call of the sweep.
+        """
         flat, x, dtypes = self._prepare(inputs, vjp_inputs)
-        self._output_dtypes(vjp_outputs)
-        missing = [o for o in vjp_outputs if o not in cotangent_vector]
-        if missing:
-            raise ValueError(f"cotangent_vector has no value for output(s) {missing}")
-        ct = {o: as_numpy(cotangent_vector[o], np.float64) for o in vjp_outputs}
-        steps = resolve_steps(x, self.method, self._eps_for(x), dtypes)
-        plan = vjp_plan(
-            x,
-            steps,
-            ct,
-            method=self.method,
-            num_samples=self.num_samples,
-            seed=self.seed,
-        )
-        result = self._run(
-            plan, flat, vjp_outputs, "vector_jacobian_product", expect=ct
-        )
-        return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
+        self._check_outputs(vjp_outputs)
+        fn = self._function(flat, vjp_outputs, run_id, cotangent_vector)
+        return fd_vjp(fn, x, dtypes, vjp_outputs, cotangent_vector, self._settings(x))
 
     def jacobian_vector_product(
         self,
@@ -221,38 +195,45 @@ class FiniteDifferenceTesseract:
         tangent_vector: Mapping[str, Any],
         run_id: str | None = None,
     ) -> dict[str, np.ndarray]:
-        """JVP ``{out: sum_in J[out, in] . t[in]}`` by one directional difference."""
+        """JVP ``{out: sum_in J[out, in] . t[in]}`` by one directional difference.
+
+        ``run_id`` is passed to every ``apply`` call of the sweep.
+        """
         flat, x, dtypes = self._prepare(inputs, jvp_inputs)
-        out_dtypes = self._output_dtypes(jvp_outputs)
-        tangent = {}
-        for p in jvp_inputs:
-            if p not in tangent_vector:
-                raise ValueError(f"tangent_vector has no value for input {p!r}")
-            t = as_numpy(tangent_vector[p], np.float64)
-            if t.shape != x[p].shape:
-                raise ValueError(
-                    f"tangent for input {p!r} has shape {t.shape}, expected {x[p].shape}"
-                )
-            tangent[p] = t
-        plan = jvp_plan(
+        self._check_outputs(jvp_outputs)
+        fn = self._function(flat, jvp_outputs, run_id)
+        return fd_jvp(
+            fn,
             x,
-            tangent,
-            list(jvp_outputs),
-            method=self.method,
-            eps=self._eps_for(x),
-            dtypes=dtypes,
+            dtypes,
+            jvp_outputs,
+            tangent_vector,
+            self._settings(x),
+            self._output_dtype,
         )
-        result = self._run(plan, flat, jvp_outputs, "jacobian_vector_product")
-        return {o: v.astype(out_dtypes[o], copy=False) for o, v in result.items()}
 
     # -- internals ---------------------------------------------------------------
 
-    def _apply_once(self, inputs: Any) -> Any:
+    def _settings(self, x: Mapping[str, np.ndarray]) -> FDSettings:
+        eps = self.eps
+        if isinstance(eps, Mapping):  # validated against the schema's patterns already
+            eps = {p: v for p, v in eps.items() if p in x}
+        return FDSettings(
+            self.method,
+            eps,
+            self.num_samples,
+            self.seed,
+            {"executor": self.executor, "progress": self.progress, "cache": self.cache},
+        )
+
+    def _apply_once(self, inputs: Any, run_id: str | None = None) -> Any:
         """One evaluation of a sweep; a lost connection says where and what is kept."""
         try:
-            return self.wrapped.apply(inputs)
+            if run_id is None:
+                return self.wrapped.apply(inputs)
+            return self.wrapped.apply(inputs, run_id=run_id)
         except _TRANSIENT as exc:
-            url = _url_of(self.wrapped)
+            url = url_of(self.wrapped)
             kept = (
                 f"every finished evaluation is in the cache at {str(self.cache.directory)!r}, "
                 "so a rerun makes only the missing calls"
@@ -267,11 +248,6 @@ class FiniteDifferenceTesseract:
                 url,
                 1,
             ) from exc
-
-    def _eps_for(self, x: Mapping[str, np.ndarray]) -> EpsLike:
-        if isinstance(self.eps, Mapping):
-            return {p: v for p, v in self.eps.items() if p in x}
-        return self.eps
 
     def _prepare(
         self, inputs: dict, paths: Sequence[str]
@@ -290,45 +266,36 @@ class FiniteDifferenceTesseract:
                     f"input {p!r} is not marked Differentiable in the Tesseract's schema; "
                     "only Differentiable inputs can be differentiated"
                 )
-            dtype = (
-                np.dtype(leaf.spec.dtype)
-                if leaf.spec is not None and leaf.spec.dtype
-                else leaf.dtype
-            )
-            dtypes[p] = dtype
-            x[p] = as_numpy(leaf.value, dtype)
+            dtypes[p] = leaf.compute_dtype
+            x[p] = as_numpy(leaf.value, dtypes[p])
         return flat, x, dtypes
 
-    def _output_dtypes(self, out_paths: Sequence[str]) -> dict[str, np.dtype]:
+    def _check_outputs(self, out_paths: Sequence[str]) -> None:
         if isinstance(out_paths, str):
             raise TypeError(
                 f"output paths must be a list of paths, got the string {out_paths!r}"
             )
         outputs = self.tess_ad_schema.outputs
-        dtypes = {}
         for o in out_paths:
-            pattern = outputs.differentiable_pattern(o)
-            if pattern is None:
+            if outputs.differentiable_pattern(o) is None:
                 raise SchemaError(
                     f"output {o!r} is not a Differentiable output of this Tesseract; "
                     f"differentiable outputs match {', '.join(map(repr, outputs.differentiable_arrays)) or '(none)'}"
                 )
-            dtypes[o] = np.dtype(
-                outputs.differentiable_arrays[pattern].dtype or np.float64
-            )
-        return dtypes
 
-    def _run(
+    def _output_dtype(self, path: str) -> np.dtype:
+        outputs = self.tess_ad_schema.outputs
+        pattern = outputs.differentiable_pattern(path)
+        assert pattern is not None  # checked by _check_outputs
+        return np.dtype(outputs.differentiable_arrays[pattern].dtype or np.float64)
+
+    def _function(
         self,
-        plan: Any,
         flat: FlatTree,
         out_paths: Sequence[str],
-        endpoint: str,
-        expect: Mapping[str, np.ndarray] | None = None,
-    ) -> Any:
-        def build(point: Mapping[str, np.ndarray]) -> Any:
-            return flat.unflatten(point)
-
+        run_id: str | None,
+        expect: Mapping[str, Any] | None = None,
+    ) -> FlatFunction:
         def extract(outputs: Any) -> dict[str, np.ndarray]:
             got = {}
             for o in out_paths:
@@ -336,7 +303,11 @@ class FiniteDifferenceTesseract:
                     got[o] = np.asarray(get_at_path(outputs, o))
                 except KeyError:
                     raise SchemaError(f"apply returned no output at {o!r}") from None
-                if expect is not None and np.shape(expect[o]) != got[o].shape:
+                if (
+                    expect is not None
+                    and o in expect
+                    and np.shape(expect[o]) != got[o].shape
+                ):
                     raise ValueError(
                         f"cotangent for output {o!r} has shape {np.shape(expect[o])}, "
                         f"but the output has shape {got[o].shape}"
@@ -346,24 +317,17 @@ class FiniteDifferenceTesseract:
         cache_key = None
         if self.cache is not None:
             cache = self.cache
+            suffix = _suffix(out_paths)
 
             def cache_key(point: Mapping[str, np.ndarray]) -> str:
-                return cache.key(flat, point) + _suffix(out_paths)
+                return cache.key(flat, point) + suffix
 
-        fn = FlatFunction(
-            build,
-            self._apply_once,
+        return FlatFunction(
+            flat.unflatten,
+            lambda inputs: self._apply_once(inputs, run_id),
             extract,
             cache_key=cache_key,
             remote=(remote_apply, self._remote) if self._remote is not None else None,
-        )
-        return run_plan(
-            plan,
-            fn,
-            executor=self.executor,
-            progress=self.progress,
-            cache=self.cache,
-            description=f"{endpoint} ({self.method} differences)",
         )
 
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._client import ENDPOINTS, ClientWrapper, transient_errors, url_of
 from ._errors import TesseractConnectionError
 from ._schema import tesseract_schema
 
@@ -38,36 +39,8 @@ __all__ = ["RetryingTesseract", "TesseractConnectionError", "with_retries"]
 
 log = logging.getLogger("tess_ad")
 
-ENDPOINTS = (
-    "apply",
-    "jacobian",
-    "jacobian_vector_product",
-    "vector_jacobian_product",
-    "abstract_eval",
-)
 
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [
-        ConnectionRefusedError,
-        ConnectionResetError,
-        ConnectionAbortedError,
-    ]
-    try:
-        import requests
-
-        errors += [requests.ConnectionError, requests.exceptions.ChunkedEncodingError]
-    except ImportError:  # pragma: no cover - requests comes with tesseract-core
-        pass
-    return tuple(errors)
-
-
-def _url_of(tesseract: Any) -> str | None:
-    url = getattr(getattr(tesseract, "_client", None), "url", None)
-    return url if isinstance(url, str) else None
-
-
-class RetryingTesseract:
+class RetryingTesseract(ClientWrapper):
     """A Tesseract client whose calls retry transient connection failures.
 
     Made by :func:`with_retries`; see there for the arguments.
@@ -93,7 +66,7 @@ class RetryingTesseract:
                 raise ValueError(
                     f"{name} must be a non-negative number of seconds, got {value!r}"
                 )
-        self.url = _url_of(tesseract)
+        self.url = url_of(tesseract)
         # endpoint -> a client of the same server whose calls time out as asked
         self._timed: dict[str, Any] = {}
         if timeout is not None:
@@ -110,14 +83,14 @@ class RetryingTesseract:
                 if value not in clients:
                     clients[value] = Tesseract.from_url(self.url, timeout=value)
                 self._timed[endpoint] = clients[value]
-        self.wrapped = tesseract
+        super().__init__(tesseract)
         self.attempts = attempts
         self.backoff = float(backoff)
         self.max_delay = float(max_delay)
         self.timeout = timeout
         self.retries = 0
         self._lock = threading.Lock()
-        self._transient = _transient_errors()
+        self._transient = transient_errors()
         # The first contact (the OpenAPI schema) is retried like any call, so a
         # server that is still starting does not fail the construction.
         if hasattr(type(tesseract), "openapi_schema"):
@@ -127,23 +100,11 @@ class RetryingTesseract:
     def __repr__(self) -> str:
         return f"with_retries({self.wrapped!r}, attempts={self.attempts})"
 
-    @property
-    def openapi_schema(self) -> dict:
-        """The wrapped Tesseract's OpenAPI schema."""
-        return self.wrapped.openapi_schema
-
-    @property
-    def available_endpoints(self) -> list[str]:
-        """The wrapped Tesseract's endpoints."""
-        return self.wrapped.available_endpoints
-
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "wrapped":
-            raise AttributeError(name)
-        if name in ENDPOINTS:
-            attr = getattr(self._timed.get(name, self.wrapped), name)
-            return lambda *args, **kwargs: self._call(name, attr, args, kwargs)
-        return getattr(self.wrapped, name)
+        if name not in ENDPOINTS:
+            return super().__getattr__(name)
+        attr = getattr(self._timed.get(name, self.wrapped), name)
+        return lambda *args, **kwargs: self._call(name, attr, args, kwargs)
 
     def apply(self, inputs: dict, run_id: str | None = None) -> dict:
         """``apply``, retried on transient connection failures."""

@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from ._client import transient_errors, url_of
 from ._errors import SchemaError, TesseractConnectionError
-from ._jsonschema import ANY, ArraySpec, Node, Parser, specs_of
+from ._jsonschema import ANY, ArraySpec, Node, parse_openapi
 from ._paths import dict_segment, join_path, list_segment, matches_pattern, split_path
-from ._values import array_meta, as_numpy, is_encoded_array
+from ._values import array_meta, as_numpy, is_encoded_array, placeholder
 
 __all__ = [
     "ArraySpec",
@@ -83,6 +84,34 @@ class Leaf:
         """Whether the schema makes this leaf an array."""
         return self.shape is not None
 
+    @property
+    def declared_dtype(self) -> np.dtype | None:
+        """The dtype the schema declares for this array leaf, if it declares one.
+
+        What the Tesseract's validation casts the value to. For a
+        ``Differentiable`` leaf it comes from ``differentiable_arrays``; for
+        others it is the schema's hint, which may accept several dtypes.
+        """
+        if self.spec is None or not self.spec.dtype:
+            return None
+        try:
+            return np.dtype(self.spec.dtype)
+        except TypeError:
+            return None
+
+    @property
+    def compute_dtype(self) -> np.dtype | None:
+        """The dtype the Tesseract computes this leaf in.
+
+        For a ``Differentiable`` leaf, the dtype its schema declares (in
+        ``differentiable_arrays``): derivatives are taken, cast and returned
+        in it. For any other leaf, the value's own dtype (``None`` for
+        non-arrays): the Tesseract's validation casts it as it sees fit. This
+        is the one rule every layer uses.
+        """
+        declared = self.declared_dtype if self.differentiable else None
+        return declared if declared is not None else self.dtype
+
 
 class _Slot:
     """Placeholder for a leaf inside a tree definition."""
@@ -100,11 +129,12 @@ class FlatTree(Mapping[str, Leaf]):
     the original tree (depth first, keys in insertion order).
     """
 
-    __slots__ = ("_leaves", "_treedef")
+    __slots__ = ("_leaves", "_tree", "_treedef")
 
-    def __init__(self, leaves: dict[str, Leaf], treedef: Any) -> None:
+    def __init__(self, leaves: dict[str, Leaf], treedef: Any, tree: Any = None) -> None:
         self._leaves = leaves
         self._treedef = treedef
+        self._tree = tree
 
     def __getitem__(self, path: str) -> Leaf:
         try:
@@ -142,6 +172,39 @@ class FlatTree(Mapping[str, Leaf]):
                 raise SchemaError(
                     f"{what}: " + _unknown_path_message(path, self._leaves)
                 )
+
+    @property
+    def tree(self) -> Any:
+        """The nested tree of these leaves' values (built once, then kept).
+
+        Free when the flatten that made this tree converted its leaves (the
+        nested tree was built in the same pass); otherwise one
+        :meth:`unflatten`. The result is shared: do not modify it.
+        """
+        if self._tree is None:
+            self._tree = self.unflatten()
+        return self._tree
+
+    def replace(self, updates: Mapping[str, Any]) -> FlatTree:
+        """The same tree with some leaves' values replaced, without walking it.
+
+        Array leaves take the new value's shape and dtype; nothing is
+        checked against the schema (the caller knows the values fit).
+
+        Raises:
+            SchemaError: If ``updates`` names a path that is not a leaf.
+        """
+        self.check_paths(list(updates), "replace")
+        leaves = dict(self._leaves)
+        for path, value in updates.items():
+            leaf = leaves[path]
+            meta = array_meta(value) if leaf.is_array else None
+            leaves[path] = (
+                replace(leaf, value=value)
+                if meta is None
+                else replace(leaf, value=value, shape=meta[0], dtype=meta[1])
+            )
+        return FlatTree(leaves, self._treedef)
 
     def unflatten(self, updates: Mapping[str, Any] | None = None) -> Any:
         """Rebuild the nested tree, optionally with some leaves replaced.
@@ -223,13 +286,23 @@ class TreeSchema:
         pattern_segments = split_path(pattern)
         return [p for p in flat if matches_pattern(pattern_segments, split_path(p))]
 
-    def flatten(self, tree: Any, *, check: bool = True) -> FlatTree:
+    def flatten(
+        self,
+        tree: Any,
+        *,
+        check: bool = True,
+        convert: Callable[[Leaf], Any] | None = None,
+    ) -> FlatTree:
         """Flatten a nested input or output into leaves.
 
         Args:
             tree: A dict (or pydantic model) following this schema.
             check: Validate array leaves against the schema (array-like value,
                 rank and fixed dimensions). Unknown fields are always refused.
+            convert: If given, each leaf's value is replaced by
+                ``convert(leaf)`` in the same pass, and the nested tree of the
+                converted values is kept (:attr:`FlatTree.tree` then costs
+                nothing): one walk both reads and rebuilds the tree.
 
         Returns:
             The :class:`FlatTree`; ``unflatten()`` gives back an equal tree.
@@ -237,43 +310,103 @@ class TreeSchema:
         Raises:
             SchemaError: Naming the path of the first value that does not fit.
         """
-        leaves: dict[str, Leaf] = {}
-        treedef = self._flatten(tree, self._root, (), leaves, check)
+        walk = _Walk(self, check, convert)
+        treedef, built = walk.node(tree, self._root, ())
         if not isinstance(treedef, dict):
             raise SchemaError(
                 f"{self.name} must be a dict of fields, got {type(tree).__name__}"
             )
-        return FlatTree(leaves, treedef)
+        return FlatTree(walk.leaves, treedef, built if convert is not None else None)
 
-    # -- recursion ---------------------------------------------------------
+    def fixed_tree(self) -> Any:
+        """A tree of placeholder arrays if the schema fixes every shape, else ``None``.
+
+        Arrays need every dimension fixed and a dtype; models recurse; Python
+        numbers and strings become a number or ``""``; a ``dict``, ``list``,
+        union or free dimension anywhere means the schema does not settle the
+        shapes. Computed once per schema.
+        """
+        if not hasattr(self, "_fixed"):
+            try:
+                self._fixed = _fixed_tree(self._root)
+            except _NotFixed:
+                self._fixed = None
+        return self._fixed
 
     def _where(self, segments: tuple[str, ...]) -> str:
         return f"{self.name} path {join_path(segments)!r}" if segments else self.name
 
-    def _flatten(
-        self,
-        value: Any,
-        node: Node,
-        segments: tuple[str, ...],
-        leaves: dict[str, Leaf],
-        check: bool,
-    ) -> Any:
+
+class _NotFixed(Exception):
+    pass
+
+
+_SCALAR_PLACEHOLDERS = {"number": 0.0, "integer": 0, "boolean": False, "string": ""}
+
+
+def _fixed_tree(node: Node) -> Any:
+    if node.kind == "array":
+        spec = node.spec
+        if (
+            spec is None
+            or spec.shape is None
+            or None in spec.shape
+            or spec.dtype is None
+        ):
+            raise _NotFixed
+        return placeholder(spec.shape, spec.dtype)  # type: ignore[arg-type]
+    if node.kind == "model" and node.fields:
+        return {key: _fixed_tree(child) for key, child in node.fields.items()}
+    if node.kind == "scalar" and node.type_name in _SCALAR_PLACEHOLDERS:
+        return _SCALAR_PLACEHOLDERS[node.type_name]
+    raise _NotFixed
+
+
+class _Walk:
+    """One flatten: walks a value along the schema's nodes, collecting leaves.
+
+    ``node`` returns ``(treedef, built)``: the tree definition (containers
+    with a :class:`_Slot` per leaf) and, when converting, the same tree with
+    the converted leaf values (else ``None``).
+    """
+
+    def __init__(
+        self, schema: TreeSchema, check: bool, convert: Callable[[Leaf], Any] | None
+    ) -> None:
+        self.schema = schema
+        self.check = check
+        self.convert = convert
+        self.leaves: dict[str, Leaf] = {}
+
+    def _add(self, leaf: Leaf) -> tuple[_Slot, Any]:
+        if self.convert is not None:
+            value = self.convert(leaf)
+            if value is not leaf.value:
+                meta = array_meta(value) if leaf.is_array else None
+                leaf = replace(
+                    leaf,
+                    value=value,
+                    dtype=meta[1] if meta is not None else leaf.dtype,
+                )
+        self.leaves[leaf.path] = leaf
+        return _Slot(leaf.path), leaf.value
+
+    def node(self, value: Any, node: Node, segments: tuple[str, ...]) -> Any:
+        schema, check = self.schema, self.check
         if node.kind == "union":
             node = _pick_option(node.options, value)
         if node.kind == "scalar" and node.type_name == "null" and value is None:
             # An Optional field left at None: no array this time, nothing to
             # differentiate (a None for a non-Optional array is still refused).
-            path = join_path(segments)
-            leaves[path] = Leaf(path, value, False, None, None)
-            return _Slot(path)
+            return self._add(Leaf(join_path(segments), value, False, None, None))
         # Ask the class: reading ``model_fields`` off an instance is deprecated.
         if not isinstance(value, type) and hasattr(type(value), "model_fields"):
             value = {k: getattr(value, k) for k in type(value).model_fields}
 
         if node.kind == "array":
-            return self._leaf(value, node.spec, segments, leaves, check)
+            return self.array(value, node.spec, segments)
         if node.kind == "model" and isinstance(value, Mapping):
-            out = {}
+            items = {}
             for key, item in value.items():
                 child = node.fields.get(key)
                 if child is None:
@@ -281,11 +414,11 @@ class TreeSchema:
                         known = ", ".join(node.fields)
                         unknown = join_path((*segments, str(key)))
                         raise SchemaError(
-                            f"unknown field {unknown!r} in {self._where(segments)}; "
+                            f"unknown field {unknown!r} in {schema._where(segments)}; "
                             f"the schema allows: {known}. Remove it or fix its name."
                         )
                     child = ANY
-                out[key] = self._flatten(item, child, (*segments, key), leaves, check)
+                items[key] = self.node(item, child, (*segments, key))
             if check:
                 missing = [
                     join_path((*segments, k))
@@ -295,117 +428,106 @@ class TreeSchema:
                 if missing:
                     raise SchemaError(
                         f"missing required field(s) {', '.join(map(repr, missing))} "
-                        f"in {self._where(segments)}"
+                        f"in {schema._where(segments)}"
                     )
-            return out
+            return _dict(items)
         if node.kind == "dict" and isinstance(value, Mapping):
-            return {
-                key: self._flatten(
-                    item,
-                    node.child or ANY,
-                    (*segments, dict_segment(str(key))),
-                    leaves,
-                    check,
-                )
-                for key, item in value.items()
-            }
+            child = node.child or ANY
+            return _dict(
+                {
+                    key: self.node(item, child, (*segments, dict_segment(str(key))))
+                    for key, item in value.items()
+                }
+            )
         if node.kind == "list" and isinstance(value, list | tuple):
-            items = [
-                self._flatten(
-                    item,
-                    node.child or ANY,
-                    (*segments, list_segment(i)),
-                    leaves,
-                    check,
-                )
-                for i, item in enumerate(value)
-            ]
-            return tuple(items) if isinstance(value, tuple) else items
+            child = node.child or ANY
+            return _sequence(
+                [
+                    self.node(item, child, (*segments, list_segment(i)))
+                    for i, item in enumerate(value)
+                ],
+                tuple if isinstance(value, tuple) else list,
+            )
         if node.kind == "any":
-            return self._flatten_untyped(value, segments, leaves, check)
+            return self.untyped(value, segments)
         if check and node.kind in ("model", "dict", "list"):
             expected = {"model": "a dict of fields", "dict": "a dict", "list": "a list"}
             raise SchemaError(
-                f"expected {expected[node.kind]} at {self._where(segments)}, "
+                f"expected {expected[node.kind]} at {schema._where(segments)}, "
                 f"got {type(value).__name__}"
             )
-        return self._scalar_leaf(value, segments, leaves)
+        return self.scalar(value, segments)
 
-    def _flatten_untyped(
-        self,
-        value: Any,
-        segments: tuple[str, ...],
-        leaves: dict[str, Leaf],
-        check: bool,
-    ) -> Any:
+    def untyped(self, value: Any, segments: tuple[str, ...]) -> Any:
         """Structure from the value alone (schema said nothing precise)."""
         if isinstance(value, Mapping) and not is_encoded_array(value):
-            return {
-                k: self._flatten_untyped(
-                    v, (*segments, dict_segment(str(k))), leaves, check
-                )
-                for k, v in value.items()
-            }
+            return _dict(
+                {
+                    k: self.untyped(v, (*segments, dict_segment(str(k))))
+                    for k, v in value.items()
+                }
+            )
         if isinstance(value, list | tuple) and array_meta(value) is None:
-            items = [
-                self._flatten_untyped(v, (*segments, list_segment(i)), leaves, check)
-                for i, v in enumerate(value)
-            ]
-            return tuple(items) if isinstance(value, tuple) else items
+            return _sequence(
+                [
+                    self.untyped(v, (*segments, list_segment(i)))
+                    for i, v in enumerate(value)
+                ],
+                tuple if isinstance(value, tuple) else list,
+            )
         if (hasattr(value, "shape") and hasattr(value, "dtype")) or is_encoded_array(
             value
         ):
-            return self._leaf(value, None, segments, leaves, check)
-        return self._scalar_leaf(value, segments, leaves)
+            return self.array(value, None, segments)
+        return self.scalar(value, segments)
 
-    def _scalar_leaf(
-        self, value: Any, segments: tuple[str, ...], leaves: dict[str, Leaf]
-    ) -> _Slot:
+    def scalar(self, value: Any, segments: tuple[str, ...]) -> Any:
         path = join_path(segments)
-        if self.differentiable_pattern(path) is not None:
+        if self.schema.differentiable_pattern(path) is not None:
             raise SchemaError(
-                f"{self._where(segments)} is a Differentiable array, got "
+                f"{self.schema._where(segments)} is a Differentiable array, got "
                 f"{type(value).__name__} {value!r:.60}; pass an array of numbers"
             )
-        leaves[path] = Leaf(path, value, False, None, None)
-        return _Slot(path)
+        return self._add(Leaf(path, value, False, None, None))
 
-    def _leaf(
-        self,
-        value: Any,
-        spec: ArraySpec | None,
-        segments: tuple[str, ...],
-        leaves: dict[str, Leaf],
-        check: bool,
-    ) -> _Slot:
+    def array(
+        self, value: Any, spec: ArraySpec | None, segments: tuple[str, ...]
+    ) -> Any:
+        schema, check = self.schema, self.check
         path = join_path(segments)
-        pattern = self.differentiable_pattern(path)
+        pattern = schema.differentiable_pattern(path)
         if pattern is not None:
-            spec = self.differentiable_arrays[pattern]
+            spec = schema.differentiable_arrays[pattern]
         differentiable = pattern is not None
         if differentiable and "{}" in segments:
             raise SchemaError(
-                f"{self._where(segments)}: a differentiable leaf under an empty dict key "
+                f"{schema._where(segments)}: a differentiable leaf under an empty dict key "
                 "cannot be named by a tesseract-core path ('{}' is the wildcard); "
                 "give the key a name"
             )
         meta = array_meta(value)
         if meta is None:
             if value is None and not differentiable and not check:
-                leaves[path] = Leaf(path, value, False, None, None)
-                return _Slot(path)
+                return self._add(Leaf(path, value, False, None, None))
             what = spec.describe() if spec else "an array"
             raise SchemaError(
-                f"{self._where(segments)} expects {what}, got "
+                f"{schema._where(segments)} expects {what}, got "
                 f"{type(value).__name__} {value!r:.60}; pass an array of numbers"
             )
         shape, dtype = meta
         if check and spec is not None and spec.shape is not None:
-            _check_shape(shape, spec, self._where(segments))
+            _check_shape(shape, spec, schema._where(segments))
         if check and spec is not None:
-            _check_dtype_kind(dtype, spec, self._where(segments))
-        leaves[path] = Leaf(path, value, differentiable, shape, dtype, spec)
-        return _Slot(path)
+            _check_dtype_kind(dtype, spec, schema._where(segments))
+        return self._add(Leaf(path, value, differentiable, shape, dtype, spec))
+
+
+def _dict(items: dict[Any, tuple[Any, Any]]) -> tuple[dict, dict]:
+    return {k: d for k, (d, _) in items.items()}, {k: b for k, (_, b) in items.items()}
+
+
+def _sequence(items: list[tuple[Any, Any]], kind: type) -> tuple[Any, Any]:
+    return kind([d for d, _ in items]), kind([b for _, b in items])
 
 
 def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
@@ -495,21 +617,19 @@ class TesseractSchema:
     def from_openapi(cls, openapi: Mapping[str, Any]) -> TesseractSchema:
         """Parse a Tesseract's OpenAPI document."""
         try:
-            components = openapi["components"]["schemas"]
-            apply_in = components["ApplyInputSchema"]
-            apply_out = components["ApplyOutputSchema"]
-        except (KeyError, TypeError):
-            raise SchemaError(
-                "this does not look like a Tesseract's OpenAPI schema: "
-                "components.schemas.ApplyInputSchema/ApplyOutputSchema are missing"
-            ) from None
-        parser = Parser(components)
-        in_root = apply_in.get("properties", {}).get("inputs", apply_in)
-        endpoints = frozenset(p.strip("/") for p in openapi.get("paths", {}))
+            parts = parse_openapi(openapi)
+        except ValueError as exc:
+            raise SchemaError(str(exc)) from None
         return cls(
-            TreeSchema("inputs", parser.parse(in_root), specs_of(apply_in)),
-            TreeSchema("outputs", parser.parse(apply_out), specs_of(apply_out)),
-            endpoints,
+            TreeSchema("inputs", parts.inputs, parts.input_specs),
+            TreeSchema("outputs", parts.outputs, parts.output_specs),
+            parts.endpoints,
+        )
+
+    def with_endpoints(self, extra: Sequence[str]) -> TesseractSchema:
+        """The same schema, serving ``extra`` endpoints as well."""
+        return TesseractSchema(
+            self.inputs, self.outputs, self.endpoints | frozenset(extra)
         )
 
 
@@ -569,26 +689,14 @@ def tesseract_schema(tesseract: Any) -> TesseractSchema:
     return schema
 
 
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [ConnectionError]
-    try:
-        import requests
-
-        errors.append(requests.ConnectionError)
-    except ImportError:  # pragma: no cover - requests comes with tesseract-core
-        pass
-    return tuple(errors)
-
-
 def _fetch_openapi(tesseract: Any) -> Any:
     """``tesseract.openapi_schema``; an unreachable server is named by its URL."""
     try:
         return tesseract.openapi_schema
     except TesseractConnectionError:
         raise
-    except _connection_errors() as exc:
-        url = getattr(getattr(tesseract, "_client", None), "url", None)
-        url = url if isinstance(url, str) else None
+    except transient_errors() as exc:
+        url = url_of(tesseract)
         raise TesseractConnectionError(
             f"cannot reach the Tesseract at {url or '(unknown URL)'}: reading its "
             f"OpenAPI schema failed ({type(exc).__name__}: {exc}). Is its server "

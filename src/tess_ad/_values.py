@@ -16,7 +16,7 @@ import numpy as np
 
 from ._errors import SchemaError
 
-__all__ = ["array_meta", "as_numpy", "is_encoded_array"]
+__all__ = ["array_meta", "as_numpy", "is_encoded_array", "placeholder"]
 
 
 def is_encoded_array(value: Any) -> bool:
@@ -76,3 +76,12 @@ def as_numpy(value: Any, dtype: Any = None) -> np.ndarray:
             )
         return arr.reshape(value["shape"]).astype(dtype or arr.dtype, copy=False)
     return np.asarray(value, dtype=dtype)
+
+
+def placeholder(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A read-only array of the given shape and dtype that takes no memory.
+
+    Stands in for data that is not there (output shapes announced before a
+    call, the operands of a traced call), so a skeleton holds no real array.
+    """
+    return np.broadcast_to(np.zeros((), np.dtype(dtype)), tuple(shape))

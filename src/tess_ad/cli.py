@@ -44,8 +44,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._client import ENDPOINTS, ClientWrapper, endpoint_label
 from ._endpoints import Endpoints
-from ._fd import METHODS
+from ._fd import ACCURACY, METHODS
 from ._paths import get_at_path
 from ._proxy import with_finite_differences
 from ._schema import as_numpy, tesseract_schema
@@ -60,7 +61,6 @@ app = typer.Typer(
 # float64 are this good; in a less precise dtype the error grows with eps^(2/3)
 # (central) or eps^(1/2) (forward), see default_rtol.
 DEFAULT_RTOL = {"central": 1e-5, "forward": 1e-3, "stochastic": 0.5}
-_ACCURACY = {"central": 2.0 / 3.0, "forward": 0.5, "stochastic": 2.0 / 3.0}
 
 
 def default_rtol(method: str, dtypes: Sequence[Any]) -> float:
@@ -70,17 +70,7 @@ def default_rtol(method: str, dtypes: Sequence[Any]) -> float:
         (float(np.finfo(d).eps) for d in floats),
         default=float(np.finfo(np.float64).eps),
     )
-    return max(DEFAULT_RTOL[method], 100.0 * eps ** _ACCURACY[method])
-
-
-ENDPOINTS = (
-    "apply",
-    "jacobian",
-    "jacobian_vector_product",
-    "vector_jacobian_product",
-    "abstract_eval",
-)
-SHORT = {"jacobian_vector_product": "JVP", "vector_jacobian_product": "VJP"}
+    return max(DEFAULT_RTOL[method], 100.0 * eps ** ACCURACY[method])
 
 
 class CheckError(Exception):
@@ -176,28 +166,31 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------
 
 
-class CountingClient:
+class CountingClient(ClientWrapper):
     """A pass-through view of a client that counts endpoint calls."""
 
     def __init__(self, client: Any) -> None:
-        self._wrapped = client
+        super().__init__(client)
         self.calls: Counter[str] = Counter()
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._wrapped, name)
-        if name in ENDPOINTS:
+        attr = super().__getattr__(name)
+        if name not in ENDPOINTS:
+            return attr
 
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self.calls[name] += 1
-                return attr(*args, **kwargs)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
 
-            return counted
-        return attr
+        return counted
 
     def describe(self) -> str:
         """The counts as text: ``"8 apply, 1 VJP"``."""
         return (
-            ", ".join(f"{n} {SHORT.get(k, k)}" for k, n in sorted(self.calls.items()))
+            ", ".join(
+                f"{n} {endpoint_label(k, short=True)}"
+                for k, n in sorted(self.calls.items())
+            )
             or "none"
         )
 
@@ -244,7 +237,9 @@ def _jax_jacobian(
 
     from .jax import apply_tesseract
 
-    x = {p: jnp.asarray(as_numpy(flat[p].value, _dtype(flat[p]))) for p in in_paths}
+    x = {
+        p: jnp.asarray(as_numpy(flat[p].value, flat[p].compute_dtype)) for p in in_paths
+    }
 
     def f(diff: dict) -> dict:
         out = apply_tesseract(client, flat.unflatten(diff))
@@ -272,7 +267,9 @@ def _torch_jacobian(
     from .torch import apply_tesseract
 
     x = {
-        p: torch.tensor(as_numpy(flat[p].value, _dtype(flat[p])), requires_grad=True)
+        p: torch.tensor(
+            as_numpy(flat[p].value, flat[p].compute_dtype), requires_grad=True
+        )
         for p in in_paths
     }
     out = apply_tesseract(client, flat.unflatten(x))
@@ -311,10 +308,6 @@ def _rows(
                 blocks[p][idx] = np.asarray(g)
         result[o] = blocks
     return result
-
-
-def _dtype(leaf: Any) -> Any:
-    return leaf.spec.dtype if leaf.spec is not None and leaf.spec.dtype else None
 
 
 # --------------------------------------------------------------------------
@@ -386,8 +379,8 @@ def run_check(
     if rtol is None:
         rtol = default_rtol(
             method,
-            [_dtype(flat[p]) for p in in_paths]
-            + [_dtype(out_flat[o]) for o in out_paths],
+            [flat[p].compute_dtype for p in in_paths]
+            + [out_flat[o].compute_dtype for o in out_paths],
         )
     shapes = {o: out_flat[o].shape or () for o in out_paths}
     n = sum(int(np.prod(flat[p].shape)) for p in in_paths)
