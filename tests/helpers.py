@@ -233,3 +233,22 @@ def assert_trees_close(
     walk(actual, expected, path)
     if failures:
         raise AssertionError("trees differ at:\n" + "\n".join(failures))
+
+
+def load_forward_ad_decompositions() -> None:
+    """Load torch's forward-AD decompositions once, outside the tests.
+
+    The first dual tensor of a process makes torch ``jit.script`` its
+    decompositions, which emits torch's own "`torch.jit.script` is deprecated"
+    DeprecationWarning; the suite turns warnings into errors, so this one-off,
+    not-ours warning is consumed here and every later forward-AD call is silent.
+    """
+    import warnings
+
+    import torch
+    import torch.autograd.forward_ad as fwAD
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with fwAD.dual_level():
+            fwAD.make_dual(torch.zeros(1), torch.ones(1))

@@ -70,3 +70,27 @@ def test_the_check_sees_a_framework_import(framework):
 def test_public_names_resolve():
     code = "import tess_ad\nmissing = [n for n in tess_ad.__all__ if not hasattr(tess_ad, n)]\nassert not missing, missing"
     assert _frameworks_loaded(code) == []
+
+
+def test_every_raised_or_warned_type_has_a_public_name():
+    """Users catch what tess_ad raises or warns by its public name, never a private path."""
+    import importlib.metadata
+
+    import tess_ad
+    import tess_ad.jax
+    from tess_ad._cache import CacheCorruptionWarning
+    from tess_ad._endpoints import NoGradientRouteError
+    from tess_ad._errors import SchemaError, TesseractConnectionError
+    from tess_ad._fd import FDNonFiniteError
+    from tess_ad.jax._spec import OutputShapeError
+
+    assert tess_ad.CacheCorruptionWarning is CacheCorruptionWarning
+    assert tess_ad.NoGradientRouteError is NoGradientRouteError
+    assert tess_ad.SchemaError is SchemaError
+    assert tess_ad.TesseractConnectionError is TesseractConnectionError
+    assert tess_ad.FDNonFiniteError is FDNonFiniteError
+    assert tess_ad.jax.OutputShapeError is OutputShapeError
+    for name in ("CacheCorruptionWarning", "FDNonFiniteError", "SchemaError"):
+        assert name in tess_ad.__all__
+    assert "OutputShapeError" in tess_ad.jax.__all__
+    assert tess_ad.__version__ == importlib.metadata.version("tess-ad")

@@ -5,6 +5,10 @@ schema-leaf pytree and the finite-difference machinery. The adapters live in
 ``tess_ad.jax`` and ``tess_ad.torch`` and are imported explicitly.
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ._cache import CacheCorruptionWarning as CacheCorruptionWarning
 from ._dropin import finite_difference_jacobian as finite_difference_jacobian
 from ._dropin import finite_difference_jvp as finite_difference_jvp
 from ._dropin import finite_difference_vjp as finite_difference_vjp
@@ -22,10 +26,14 @@ from ._schema import TreeSchema as TreeSchema
 from ._schema import as_numpy as as_numpy
 from ._schema import tesseract_schema as tesseract_schema
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("tess-ad")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "ArraySpec",
+    "CacheCorruptionWarning",
     "FDNonFiniteError",
     "FlatTree",
     "Leaf",

@@ -1,8 +1,10 @@
-"""Derivative calls through whichever route a Tesseract client offers.
+"""Every derivative number tess_ad gives, made in one place.
 
-Both adapters (``tess_ad.jax`` and ``tess_ad.torch``) get every number from
-this one class, never from their own arithmetic: that is why the same
-Tesseract gives the same gradients in JAX and in PyTorch, to the last bit.
+Both adapters (``tess_ad.jax`` and ``tess_ad.torch``) translate framework
+values to flat NumPy trees, call one method of :class:`Endpoints`, and
+translate back; they never contract a Jacobian or pick an endpoint
+themselves. That is why the same Tesseract gives the same gradients, and
+makes the same endpoint calls, in JAX and in PyTorch, to the last bit.
 
 Routes, in order of preference:
 
@@ -10,10 +12,24 @@ Routes, in order of preference:
   ``jacobian`` endpoint contracted with the cotangent;
 * forward mode (:meth:`Endpoints.jvp`): ``jacobian_vector_product``, else the
   ``jacobian`` endpoint contracted with the tangent;
+* a batch of cotangents or tangents at one point (:meth:`Endpoints.vjp_many`,
+  :meth:`Endpoints.jvp_many`: ``jacrev``, ``jacfwd``, ``vmap`` of a VJP
+  function): one ``jacobian`` call contracted once when the Tesseract has
+  that endpoint and there is more than one row, else one VJP or JVP call per
+  row;
 * whole Jacobians (:meth:`Endpoints.jacobian`): the ``jacobian`` endpoint, else
   one VJP per output element or one JVP per input element, whichever is fewer;
 * second order (:meth:`Endpoints.vjp_jvp`): the derivative of the VJP along a
   tangent direction, by a central difference of two VJP calls.
+
+Only outputs whose cotangent is not all zero are requested from a VJP
+endpoint, and only inputs whose tangent is not all zero move in a JVP; a
+product whose vectors are all zero costs no call at all.
+
+Inputs come as a :class:`~tess_ad.FlatTree` (flattened once by the adapter;
+nested inputs are accepted too and flattened here), and each endpoint call
+rebuilds the nested request once. ``apply`` returns the flattened outputs, so
+callers read leaves without walking the tree again.
 
 A Tesseract with none of these raises :class:`NoGradientRouteError`, whose
 message says to wrap it in :func:`tess_ad.with_finite_differences`: finite
@@ -23,19 +39,19 @@ calls and are less accurate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from ._client import JAC, JVP, VJP
 from ._fd import directional_step
 from ._schema import FlatTree, SchemaError, as_numpy, tesseract_schema
 
 __all__ = ["Endpoints", "NoGradientRouteError"]
 
-VJP = "vector_jacobian_product"
-JVP = "jacobian_vector_product"
-JAC = "jacobian"
+Arrays = dict[str, np.ndarray]
 
 
 class NoGradientRouteError(NotImplementedError):
@@ -52,11 +68,19 @@ def _no_route(what: str, needs: str) -> NoGradientRouteError:
 
 
 class Endpoints:
-    """The gradient routes of one Tesseract client.
+    """The derivative routes of one Tesseract client.
 
     Args:
         tesseract: A ``tesseract_core.Tesseract`` or a
             :func:`tess_ad.with_finite_differences` proxy.
+
+    Attributes:
+        tesseract: The client.
+        schema: Its parsed schema (:func:`tess_ad.tesseract_schema`).
+        accuracy: How precise its derivative endpoints are, as the exponent
+            ``a`` of a relative error ``eps ** a`` (1 for exact endpoints;
+            less for a finite-difference proxy, whose VJPs
+            :meth:`vjp_jvp` then differences over a longer step).
 
     Example:
         >>> ep = Endpoints(tesseract)  # doctest: +SKIP
@@ -70,6 +94,7 @@ class Endpoints:
         self.has_vjp = self.schema.has(VJP)
         self.has_jvp = self.schema.has(JVP)
         self.has_jacobian = self.schema.has(JAC)
+        self.accuracy = float(getattr(tesseract, "tess_ad_derivative_accuracy", 1.0))
 
     @property
     def has_reverse(self) -> bool:
@@ -81,111 +106,211 @@ class Endpoints:
         """Whether JVPs can be computed."""
         return self.has_jvp or self.has_jacobian
 
-    # -- plain calls -----------------------------------------------------------
+    # -- inputs and outputs ------------------------------------------------------
 
-    def apply(self, inputs: Mapping[str, Any]) -> dict:
-        """Call ``apply``."""
-        return self.tesseract.apply(dict(inputs))
+    def flat_inputs(self, inputs: FlatTree | Mapping[str, Any]) -> FlatTree:
+        """``inputs`` as a flat tree (flattened here, unchecked, if nested)."""
+        if isinstance(inputs, FlatTree):
+            return inputs
+        return self.schema.inputs.flatten(dict(inputs), check=False)
+
+    def apply(self, inputs: FlatTree | Mapping[str, Any]) -> FlatTree:
+        """Call ``apply``; the outputs flattened (once) with the OutputSchema.
+
+        Raises:
+            SchemaError: If the outputs do not fit the Tesseract's OutputSchema.
+        """
+        outputs = self.tesseract.apply(self.flat_inputs(inputs).tree)
+        try:
+            return self.schema.outputs.flatten(outputs, check=False)
+        except SchemaError as exc:
+            raise SchemaError(
+                f"the Tesseract's apply returned outputs that do not fit its OutputSchema: {exc}"
+            ) from exc
+
+    def output_dtype(self, path: str) -> np.dtype:
+        """The declared dtype of a differentiable output (float64 if none is declared)."""
+        outputs = self.schema.outputs
+        pattern = outputs.differentiable_pattern(path)
+        spec = outputs.differentiable_arrays.get(pattern) if pattern else None
+        return np.dtype(spec.dtype) if spec is not None and spec.dtype else _F64
+
+    # -- first order ---------------------------------------------------------------
 
     def vjp(
         self,
-        inputs: Mapping[str, Any],
+        inputs: FlatTree | Mapping[str, Any],
         vjp_inputs: Sequence[str],
         vjp_outputs: Sequence[str],
         cotangent_vector: Mapping[str, Any],
-    ) -> dict[str, np.ndarray]:
+    ) -> Arrays:
         """Vector-Jacobian product: ``{in_path: sum_out ct[out] . J[out, in]}``.
+
+        Returns:
+            One array per path of ``vjp_inputs``, in that input's shape and
+            compute dtype.
 
         Raises:
             NoGradientRouteError: If neither a VJP nor a jacobian endpoint exists.
         """
-        flat = self._flat_inputs(inputs, vjp_inputs)
+        flat = self._checked_inputs(inputs, vjp_inputs)
+        cts = _nonzero(vjp_outputs, cotangent_vector)
         if not vjp_inputs:
             return {}
-        if not vjp_outputs:
-            return {p: np.zeros(flat[p].shape, _dtype(flat, p)) for p in vjp_inputs}
+        if not cts:
+            return _zeros(flat, vjp_inputs)
         if self.has_vjp:
             result = self.tesseract.vector_jacobian_product(
-                dict(inputs),
-                list(vjp_inputs),
-                list(vjp_outputs),
-                dict(cotangent_vector),
+                flat.tree, list(vjp_inputs), list(cts), cts
             )
-        elif self.has_jacobian:
-            jac = self.tesseract.jacobian(
-                dict(inputs), list(vjp_inputs), list(vjp_outputs)
-            )
-            result = {}
-            for p in vjp_inputs:
-                total = 0.0
-                for o in vjp_outputs:
-                    ct = as_numpy(cotangent_vector[o])
-                    total = total + np.tensordot(ct, as_numpy(jac[o][p]), axes=ct.ndim)
-                result[p] = total
-        else:
-            raise _no_route(
-                "a vector-Jacobian product (reverse mode)", f"{VJP} or {JAC}"
-            )
-        return {
-            p: _checked(result, p, flat[p].shape, _dtype(flat, p), VJP)
-            for p in vjp_inputs
-        }
+            return self._fit_inputs(result, flat, vjp_inputs, VJP)
+        if self.has_jacobian:
+            batched = {o: ct[np.newaxis] for o, ct in cts.items()}
+            rows = self._vjp_via_jacobian(flat, vjp_inputs, batched, 1)
+            return {p: row[0] for p, row in rows.items()}
+        raise _no_route("a vector-Jacobian product (reverse mode)", f"{VJP} or {JAC}")
 
     def jvp(
         self,
-        inputs: Mapping[str, Any],
+        inputs: FlatTree | Mapping[str, Any],
         jvp_inputs: Sequence[str],
         jvp_outputs: Sequence[str],
         tangent_vector: Mapping[str, Any],
-    ) -> dict[str, np.ndarray]:
+        output_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> Arrays:
         """Jacobian-vector product: ``{out_path: sum_in J[out, in] . t[in]}``.
+
+        Args:
+            inputs: The point.
+            jvp_inputs: Input paths the tangent moves.
+            jvp_outputs: Output paths to differentiate.
+            tangent_vector: ``{in_path: array}`` for every path of ``jvp_inputs``.
+            output_shapes: The outputs' shapes, when known: an all-zero tangent
+                then gives zeros without calling the Tesseract.
+
+        Returns:
+            One array per path of ``jvp_outputs``, in its declared dtype.
 
         Raises:
             NoGradientRouteError: If neither a JVP nor a jacobian endpoint exists.
         """
-        flat = self._flat_inputs(inputs, jvp_inputs)
+        flat = self._checked_inputs(inputs, jvp_inputs)
         if not jvp_outputs:
             return {}
+        tangents = _nonzero(jvp_inputs, tangent_vector)
+        if not tangents and output_shapes is not None:
+            return {
+                o: np.zeros(output_shapes[o], self.output_dtype(o)) for o in jvp_outputs
+            }
+        if not tangents:  # shapes unknown: ask for the product of zeros
+            tangents = {p: as_numpy(tangent_vector[p]) for p in jvp_inputs}
         if self.has_jvp:
             result = self.tesseract.jacobian_vector_product(
-                dict(inputs), list(jvp_inputs), list(jvp_outputs), dict(tangent_vector)
+                flat.tree, list(tangents), list(jvp_outputs), tangents
             )
-        elif self.has_jacobian:
-            jac = self.tesseract.jacobian(
-                dict(inputs), list(jvp_inputs), list(jvp_outputs)
-            )
-            result = {}
-            for o in jvp_outputs:
-                total = 0.0
-                for p in jvp_inputs:
-                    t = as_numpy(tangent_vector[p])
-                    j = as_numpy(jac[o][p])
-                    total = total + np.tensordot(
-                        j,
-                        t,
-                        axes=(
-                            list(range(j.ndim - t.ndim, j.ndim)),
-                            list(range(t.ndim)),
-                        ),
-                    )
-                result[o] = total
-        else:
-            raise _no_route(
-                "a Jacobian-vector product (forward mode)", f"{JVP} or {JAC}"
-            )
-        del flat
+            return {
+                o: _entry(result, o, None, self.output_dtype(o), JVP)
+                for o in jvp_outputs
+            }
+        if self.has_jacobian:
+            batched = {p: t[np.newaxis] for p, t in tangents.items()}
+            cols = self._jvp_via_jacobian(flat, jvp_outputs, batched, 1)
+            return {o: col[0] for o, col in cols.items()}
+        raise _no_route("a Jacobian-vector product (forward mode)", f"{JVP} or {JAC}")
+
+    def vjp_many(
+        self,
+        inputs: FlatTree | Mapping[str, Any],
+        vjp_inputs: Sequence[str],
+        vjp_outputs: Sequence[str],
+        cotangents: Mapping[str, Any],
+        *,
+        use_jacobian: bool | None = None,
+    ) -> Arrays:
+        """A batch of VJPs at one point (``jacrev``, ``vmap`` of a VJP function).
+
+        Args:
+            inputs: The point.
+            vjp_inputs: Input paths to differentiate with respect to.
+            vjp_outputs: Output paths the cotangents apply to.
+            cotangents: ``{out_path: array(B, *out_shape)}``: row ``b`` of every
+                array is one cotangent.
+            use_jacobian: ``None`` (default): one ``jacobian`` call contracted
+                with all rows when the Tesseract has that endpoint and there
+                is more than one row, else one VJP call per row. ``True``:
+                always the whole Jacobian (built from VJP or JVP calls if
+                there is no endpoint). ``False``: one VJP call per row
+                (unless there is no VJP endpoint, only a ``jacobian``).
+
+        Returns:
+            ``{in_path: array(B, *in_shape)}``.
+        """
+        flat = self._checked_inputs(inputs, vjp_inputs)
+        cts = {o: as_numpy(cotangents[o]) for o in vjp_outputs}
+        batch = _batch_size(cts)
+        if self._use_jacobian(use_jacobian, "reverse", batch) and vjp_inputs and cts:
+            return self._vjp_via_jacobian(flat, vjp_inputs, cts, batch)
+        rows = [
+            self.vjp(flat, vjp_inputs, vjp_outputs, {o: c[b] for o, c in cts.items()})
+            for b in range(batch)
+        ]
         return {
-            o: _checked(result, o, None, self._out_dtype(o), JVP) for o in jvp_outputs
+            p: _stack([row[p] for row in rows], flat[p].shape, _dtype(flat, p))
+            for p in vjp_inputs
+        }
+
+    def jvp_many(
+        self,
+        inputs: FlatTree | Mapping[str, Any],
+        jvp_inputs: Sequence[str],
+        jvp_outputs: Sequence[str],
+        tangents: Mapping[str, Any],
+        output_shapes: Mapping[str, tuple[int, ...]],
+        *,
+        use_jacobian: bool | None = None,
+    ) -> Arrays:
+        """A batch of JVPs at one point (``jacfwd``, ``vmap`` of a JVP function).
+
+        Args:
+            inputs: The point.
+            jvp_inputs: Input paths the tangents move.
+            jvp_outputs: Output paths to differentiate.
+            tangents: ``{in_path: array(B, *in_shape)}``: row ``b`` of every
+                array is one tangent.
+            output_shapes: The shape of each output.
+            use_jacobian: As for :meth:`vjp_many`.
+
+        Returns:
+            ``{out_path: array(B, *out_shape)}``.
+        """
+        flat = self._checked_inputs(inputs, jvp_inputs)
+        ts = {p: as_numpy(tangents[p]) for p in jvp_inputs}
+        batch = _batch_size(ts)
+        if self._use_jacobian(use_jacobian, "forward", batch) and jvp_outputs and ts:
+            return self._jvp_via_jacobian(flat, jvp_outputs, ts, batch, output_shapes)
+        rows = [
+            self.jvp(
+                flat,
+                jvp_inputs,
+                jvp_outputs,
+                {p: t[b] for p, t in ts.items()},
+                output_shapes,
+            )
+            for b in range(batch)
+        ]
+        return {
+            o: _stack([row[o] for row in rows], output_shapes[o], self.output_dtype(o))
+            for o in jvp_outputs
         }
 
     def jacobian(
         self,
-        inputs: Mapping[str, Any],
+        inputs: FlatTree | Mapping[str, Any],
         jac_inputs: Sequence[str],
         jac_outputs: Sequence[str],
         output_shapes: Mapping[str, tuple[int, ...]] | None = None,
         route: str = "auto",
-    ) -> dict[str, dict[str, np.ndarray]]:
+    ) -> dict[str, Arrays]:
         """Whole Jacobian blocks ``{out: {in: array(*out_shape, *in_shape)}}``.
 
         Args:
@@ -208,17 +333,16 @@ class Endpoints:
             raise ValueError(
                 f"route must be 'auto', 'jacobian', 'vjp' or 'jvp', got {route!r}"
             )
-        flat = self._flat_inputs(inputs, jac_inputs)
+        flat = self._checked_inputs(inputs, jac_inputs)
         if route == "jacobian" or (route == "auto" and self.has_jacobian):
             if not self.has_jacobian:
                 raise _no_route("a Jacobian from the jacobian endpoint", JAC)
             result = self.tesseract.jacobian(
-                dict(inputs), list(jac_inputs), list(jac_outputs)
+                flat.tree, list(jac_inputs), list(jac_outputs)
             )
             return {
                 o: {
-                    p: _checked(result.get(o, {}), p, None, None, JAC)
-                    for p in jac_inputs
+                    p: _entry(result.get(o, {}), p, None, None, JAC) for p in jac_inputs
                 }
                 for o in jac_outputs
             }
@@ -229,78 +353,46 @@ class Endpoints:
         if route == "auto" and not (self.has_vjp or self.has_jvp):
             raise _no_route("a Jacobian", f"{JAC}, {VJP} or {JVP}")
         if output_shapes is None:
-            outs = self.schema.outputs.flatten(self.apply(inputs), check=False)
+            outs = self.apply(flat)
             output_shapes = {o: outs[o].shape or () for o in jac_outputs}
+        in_shapes = {p: flat[p].shape for p in jac_inputs}
         if route == "auto":
-            n_in = sum(int(np.prod(flat[p].shape)) for p in jac_inputs)
-            n_out = sum(int(np.prod(output_shapes[o])) for o in jac_outputs)
+            n_in = sum(math.prod(s) for s in in_shapes.values())
+            n_out = sum(math.prod(output_shapes[o]) for o in jac_outputs)
             route = (
                 "vjp" if self.has_vjp and (n_out <= n_in or not self.has_jvp) else "jvp"
             )
         if route == "vjp":
-            return self._jacobian_rows(
-                inputs, flat, jac_inputs, jac_outputs, output_shapes
+            blocks: dict[str, Arrays] = {}
+            for o, cts in _basis(jac_outputs, output_shapes):
+                rows = self.vjp_many(
+                    flat, jac_inputs, jac_outputs, cts, use_jacobian=False
+                )
+                shape = tuple(output_shapes[o])
+                blocks[o] = {
+                    p: rows[p].reshape((*shape, *in_shapes[p])) for p in jac_inputs
+                }
+            return blocks
+        blocks = {o: {} for o in jac_outputs}
+        for p, ts in _basis(jac_inputs, in_shapes):
+            cols = self.jvp_many(
+                flat, jac_inputs, jac_outputs, ts, output_shapes, use_jacobian=False
             )
-        return self._jacobian_columns(
-            inputs, flat, jac_inputs, jac_outputs, output_shapes
-        )
-
-    def _jacobian_rows(
-        self,
-        inputs: Mapping[str, Any],
-        flat: FlatTree,
-        jac_inputs: Sequence[str],
-        jac_outputs: Sequence[str],
-        output_shapes: Mapping[str, tuple[int, ...]],
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """The Jacobian from one VJP per output element."""
-        blocks: dict[str, dict[str, np.ndarray]] = {}
-        for o in jac_outputs:
-            shape = tuple(output_shapes[o])
-            rows = {
-                p: np.zeros((*shape, *flat[p].shape), _dtype(flat, p))
-                for p in jac_inputs
-            }
-            for idx in np.ndindex(shape):
-                ct = {q: np.zeros(output_shapes[q]) for q in jac_outputs}
-                ct[o][idx] = 1.0
-                row = self.vjp(inputs, jac_inputs, jac_outputs, ct)
-                for p in jac_inputs:
-                    rows[p][idx] = row[p]
-            blocks[o] = rows
-        return blocks
-
-    def _jacobian_columns(
-        self,
-        inputs: Mapping[str, Any],
-        flat: FlatTree,
-        jac_inputs: Sequence[str],
-        jac_outputs: Sequence[str],
-        output_shapes: Mapping[str, tuple[int, ...]],
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """The Jacobian from one JVP per input element."""
-        blocks: dict[str, dict[str, np.ndarray]] = {o: {} for o in jac_outputs}
-        for p in jac_inputs:
-            in_shape = flat[p].shape
-            cols = {o: np.zeros((*output_shapes[o], *in_shape)) for o in jac_outputs}
-            for idx in np.ndindex(in_shape):
-                t = {q: np.zeros(flat[q].shape, _dtype(flat, q)) for q in jac_inputs}
-                t[p][idx] = 1.0
-                col = self.jvp(inputs, jac_inputs, jac_outputs, t)
-                for o in jac_outputs:
-                    cols[o][(..., *idx)] = col[o]
             for o in jac_outputs:
-                blocks[o][p] = cols[o]
+                col = np.moveaxis(cols[o], 0, -1)
+                blocks[o][p] = col.reshape((*output_shapes[o], *in_shapes[p]))
         return blocks
+
+    # -- second order --------------------------------------------------------------
 
     def vjp_jvp(
         self,
-        inputs: Mapping[str, Any],
+        inputs: FlatTree | Mapping[str, Any],
         vjp_inputs: Sequence[str],
         vjp_outputs: Sequence[str],
         cotangent_vector: Mapping[str, Any],
         tangent_vector: Mapping[str, Any],
-    ) -> dict[str, np.ndarray]:
+    ) -> Arrays:
         """Derivative of the VJP along a direction of the inputs (second order).
 
         Computes ``d/de VJP(x + e t, ct)`` at ``e = 0`` by the central
@@ -311,8 +403,10 @@ class Endpoints:
         The step ``h`` moves the inputs by about ``cbrt(eps) * (1 + |x|)`` in
         total (eps of the least precise perturbed dtype), so the error is
         ``O(h^2)`` truncation plus ``O(eps_vjp / h)`` rounding: about ``1e-10``
-        relative for an exact float64 VJP, ``1e-4`` in float32, and worse when
-        the VJP itself comes from finite differences.
+        relative for an exact float64 VJP, ``1e-4`` in float32, and about
+        ``5e-7`` when the VJP itself is a central finite difference (whose
+        :attr:`accuracy`, ``2/3`` from the method table ``_fd.ACCURACY``,
+        lengthens the step).
 
         Args:
             inputs: The inputs (the point ``x``).
@@ -325,18 +419,16 @@ class Endpoints:
         Returns:
             ``{in_path: array}`` for every path of ``vjp_inputs``.
         """
-        flat = self._flat_inputs(inputs, [*vjp_inputs, *tangent_vector])
+        flat = self._checked_inputs(inputs, [*vjp_inputs, *tangent_vector])
+        if not _nonzero(vjp_outputs, cotangent_vector):
+            return _zeros(flat, vjp_inputs)
         x = {p: as_numpy(flat[p].value, _dtype(flat, p)) for p in tangent_vector}
-        t = {p: as_numpy(tangent_vector[p], np.float64) for p in tangent_vector}
-        # a VJP that is itself a finite difference is noisier: difference it over a longer step
-        accuracy = getattr(self.tesseract, "tess_ad_derivative_accuracy", 1.0)
-        h = directional_step(
-            x, t, [_dtype(flat, p) for p in tangent_vector], accuracy=accuracy
-        )
+        t = {p: as_numpy(v, np.float64) for p, v in tangent_vector.items()}
+        h = directional_step(x, t, [x[p].dtype for p in x], accuracy=self.accuracy)
         if h == 0.0:
-            return {p: np.zeros(flat[p].shape, _dtype(flat, p)) for p in vjp_inputs}
-        plus = flat.unflatten({p: (x[p] + h * t[p]).astype(x[p].dtype) for p in x})
-        minus = flat.unflatten({p: (x[p] - h * t[p]).astype(x[p].dtype) for p in x})
+            return _zeros(flat, vjp_inputs)
+        plus = flat.replace({p: (x[p] + h * t[p]).astype(x[p].dtype) for p in x})
+        minus = flat.replace({p: (x[p] - h * t[p]).astype(x[p].dtype) for p in x})
         g_plus = self.vjp(plus, vjp_inputs, vjp_outputs, cotangent_vector)
         g_minus = self.vjp(minus, vjp_inputs, vjp_outputs, cotangent_vector)
         return {
@@ -346,22 +438,74 @@ class Endpoints:
             for p in vjp_inputs
         }
 
-    # -- helpers -------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------
 
-    def _out_dtype(self, out_path: str) -> np.dtype:
-        outputs = self.schema.outputs
-        pattern = outputs.differentiable_pattern(out_path)
-        spec = (
-            outputs.differentiable_arrays.get(pattern) if pattern is not None else None
-        )
-        return (
-            np.dtype(spec.dtype)
-            if spec is not None and spec.dtype
-            else np.dtype(np.float64)
-        )
+    def _use_jacobian(self, use_jacobian: bool | None, mode: str, batch: int) -> bool:
+        """Whether a batch of ``batch`` rows is served by one Jacobian.
 
-    def _flat_inputs(self, inputs: Mapping[str, Any], paths: Sequence[str]) -> FlatTree:
-        flat = self.schema.inputs.flatten(dict(inputs), check=False)
+        By default: when the Tesseract has a ``jacobian`` endpoint and there
+        is more than one row (one row is one VJP/JVP call, never dearer than a
+        whole Jacobian), or when it has no per-row endpoint for ``mode``.
+        """
+        own = self.has_vjp if mode == "reverse" else self.has_jvp
+        if use_jacobian is None:
+            return self.has_jacobian and (batch > 1 or not own)
+        return bool(use_jacobian) or not own
+
+    def _vjp_via_jacobian(
+        self, flat: FlatTree, vjp_inputs: Sequence[str], cts: Arrays, batch: int
+    ) -> Arrays:
+        """``ct J`` for ``batch`` cotangent rows from one Jacobian, contracted once."""
+        outs = list(cts)
+        jac = self.jacobian(
+            flat,
+            vjp_inputs,
+            outs,
+            {o: cts[o].shape[1:] for o in outs},
+        )
+        result = {}
+        for p in vjp_inputs:
+            shape = flat[p].shape
+            total = np.zeros((batch, math.prod(shape)))
+            for o in outs:
+                block = _block(jac[o][p], cts[o].shape[1:], shape, o, p)
+                total += cts[o].reshape(batch, -1) @ block.reshape(-1, total.shape[1])
+            result[p] = total.reshape((batch, *shape)).astype(_dtype(flat, p))
+        return result
+
+    def _jvp_via_jacobian(
+        self,
+        flat: FlatTree,
+        jvp_outputs: Sequence[str],
+        ts: Arrays,
+        batch: int,
+        output_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> Arrays:
+        """``J t`` for ``batch`` tangent rows from one Jacobian, contracted once."""
+        ins = list(ts)
+        jac = self.jacobian(flat, ins, jvp_outputs, output_shapes)
+        result = {}
+        for o in jvp_outputs:
+            blocks = {p: np.asarray(jac[o][p]) for p in ins}
+            in_size = {p: math.prod(flat[p].shape) for p in ins}
+            out_shape = (
+                tuple(output_shapes[o])
+                if output_shapes is not None
+                else blocks[ins[0]].shape[
+                    : blocks[ins[0]].ndim - len(flat[ins[0]].shape)
+                ]
+            )
+            total = np.zeros((batch, math.prod(out_shape)))
+            for p in ins:
+                block = _block(blocks[p], out_shape, flat[p].shape, o, p)
+                total += ts[p].reshape(batch, -1) @ block.reshape(-1, in_size[p]).T
+            result[o] = total.reshape((batch, *out_shape)).astype(self.output_dtype(o))
+        return result
+
+    def _checked_inputs(
+        self, inputs: FlatTree | Mapping[str, Any], paths: Sequence[str]
+    ) -> FlatTree:
+        flat = self.flat_inputs(inputs)
         flat.check_paths(list(paths), "differentiated input")
         for p in paths:
             if not flat[p].differentiable:
@@ -372,15 +516,78 @@ class Endpoints:
                 )
         return flat
 
+    def _fit_inputs(
+        self,
+        result: Mapping[str, Any],
+        flat: FlatTree,
+        paths: Sequence[str],
+        endpoint: str,
+    ) -> Arrays:
+        return {
+            p: _entry(result, p, flat[p].shape, _dtype(flat, p), endpoint)
+            for p in paths
+        }
+
+
+_F64 = np.dtype(np.float64)
+
 
 def _dtype(flat: FlatTree, path: str) -> np.dtype:
-    leaf = flat[path]
-    if leaf.spec is not None and leaf.spec.dtype is not None:
-        return np.dtype(leaf.spec.dtype)
-    return leaf.dtype if leaf.dtype is not None else np.dtype(np.float64)
+    return flat[path].compute_dtype or _F64
 
 
-def _checked(
+def _nonzero(paths: Sequence[str], vectors: Mapping[str, Any]) -> Arrays:
+    """``{path: array}`` of the vectors that are not all zero, in ``paths`` order."""
+    out = {}
+    for p in paths:
+        arr = as_numpy(vectors[p])
+        if np.any(arr):
+            out[p] = arr
+    return out
+
+
+def _zeros(flat: FlatTree, paths: Sequence[str]) -> Arrays:
+    return {p: np.zeros(flat[p].shape, _dtype(flat, p)) for p in paths}
+
+
+def _batch_size(vectors: Arrays) -> int:
+    sizes = {v.shape[0] for v in vectors.values() if v.ndim}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"a batch of vectors needs one leading batch size, got {sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
+def _stack(rows: list[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, *shape), dtype)
+    return np.stack(rows).astype(dtype, copy=False)
+
+
+def _basis(paths: Sequence[str], shapes: Mapping[str, Sequence[int]]) -> Any:
+    """For each path, the batch of unit vectors over its elements (others zero)."""
+    for q in paths:
+        size = math.prod(shapes[q])
+        vectors = {p: np.zeros((size, *shapes[p])) for p in paths}
+        vectors[q] = np.eye(size).reshape(size, *shapes[q])
+        yield q, vectors
+
+
+def _block(
+    block: Any, out_shape: Sequence[int], in_shape: Sequence[int], o: str, p: str
+) -> np.ndarray:
+    arr = np.asarray(as_numpy(block), np.float64)
+    expected = (*out_shape, *in_shape)
+    if arr.shape != tuple(expected):
+        raise RuntimeError(
+            f"the Tesseract's jacobian endpoint returned shape {arr.shape} for "
+            f"d{o}/d{p}, expected {tuple(expected)} (output shape, then input shape)"
+        )
+    return arr
+
+
+def _entry(
     result: Mapping[str, Any],
     path: str,
     shape: tuple[int, ...] | None,

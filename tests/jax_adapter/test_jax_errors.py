@@ -225,6 +225,7 @@ def test_unknown_output_shapes_under_jit_say_what_to_add(local_tesseract):
     f = jax.jit(lambda p: apply_tesseract(client, dict(inputs, params=p))["out"])
     with pytest.raises(ValueError, match="cannot tell the output shapes") as err:
         f(params)
+    assert isinstance(err.value, tess_ad.jax.OutputShapeError)  # public name to catch
     for fragment in (
         "abstract_eval",
         "OutputSchema",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
-from helpers import Server
+from helpers import Server, load_forward_ad_decompositions
 
 RAISING_API = (
     Path(__file__).parent / "tesseracts" / "torch_raising" / "tesseract_api.py"
@@ -15,20 +14,8 @@ RAISING_API = (
 
 @pytest.fixture(autouse=True, scope="session")
 def _forward_ad_decompositions_loaded():
-    """Load torch's forward-AD decompositions once, outside the tests.
-
-    The first dual tensor of a process makes torch ``jit.script`` its
-    decompositions, which emits torch's own "`torch.jit.script` is deprecated"
-    DeprecationWarning; the suite turns warnings into errors, so this one-off,
-    not-ours warning is consumed here and every later forward-AD call is silent.
-    """
-    import torch
-    import torch.autograd.forward_ad as fwAD
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        with fwAD.dual_level():
-            fwAD.make_dual(torch.zeros(1), torch.ones(1))
+    """Load torch's forward-AD decompositions once, outside the tests (see helpers)."""
+    load_forward_ad_decompositions()
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,14 @@
 
 ``apply_tesseract(tesseract, inputs)`` is a drop-in for
 ``tesseract_jax.apply_tesseract``; ``TesseractModule`` wraps it as an equinox
-layer. Every derivative number comes from ``tess_ad._endpoints.Endpoints``
-(the same calls the PyTorch adapter makes), never from this package.
+layer. Every derivative number comes from the core's one numeric layer (the
+same calls the PyTorch adapter makes), never from this package.
+``OutputShapeError`` is what ``jit`` raises when a Tesseract's output shapes
+cannot be known before it runs.
 """
 
 from ._apply import apply_tesseract as apply_tesseract
 from ._module import TesseractModule as TesseractModule
+from ._spec import OutputShapeError as OutputShapeError
 
-__all__ = ["TesseractModule", "apply_tesseract"]
+__all__ = ["OutputShapeError", "TesseractModule", "apply_tesseract"]

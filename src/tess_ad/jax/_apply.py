@@ -18,8 +18,9 @@ import numpy as np
 from tess_ad._endpoints import Endpoints
 from tess_ad._schema import as_numpy
 
-from ._call import learn_from_concrete, prepare_call
+from ._call import prepare_call
 from ._primitives import apply_p
+from ._spec import spec_from_flat, store_record
 
 __all__ = ["apply_tesseract"]
 
@@ -53,7 +54,7 @@ def apply_tesseract(
     derivatives (``hessian``, ``jacrev(jacrev)``, ``jvp`` of ``grad``) come
     from central differences of the VJP along each tangent, two VJP calls per
     Hessian-vector product: about 1e-10 relative error with an exact float64
-    VJP, 1e-4 in float32, and about 1e-6 when the VJP is itself a central
+    VJP, 1e-4 in float32, and about 5e-7 when the VJP is itself a central
     finite difference (:func:`tess_ad.with_finite_differences`, whose VJPs are
     differenced over a longer step); it needs a VJP that is smooth on the
     scale of that step. A Tesseract without gradient
@@ -90,9 +91,10 @@ def apply_tesseract(
             Tesseract; tesseract-jax's vectorised methods are not used.
         materialize_jacobian: For a batch of (co)tangents at one point
             (``jacfwd``, ``jacrev``): ``None`` (default) uses the ``jacobian``
-            endpoint when there is one, ``True`` always builds the whole
-            Jacobian (from VJPs/JVPs if there is no endpoint), ``False`` runs
-            one JVP/VJP per (co)tangent.
+            endpoint when there is one and the batch has more than one row
+            (the choice ``tess_ad.torch`` makes too), ``True`` always builds
+            the whole Jacobian (from VJPs/JVPs if there is no endpoint),
+            ``False`` runs one JVP/VJP per (co)tangent.
 
     Returns:
         The outputs, nested as in the OutputSchema.
@@ -101,8 +103,10 @@ def apply_tesseract(
         tess_ad.SchemaError: If the inputs do not fit the InputSchema.
         tess_ad.NoGradientRouteError: When differentiating a Tesseract with no
             gradient endpoints (wrap it in ``with_finite_differences``).
+        tess_ad.jax.OutputShapeError: Under ``jit``, when the output shapes
+            cannot be known before the call runs (the message says what to add).
         ValueError: For a non-zero tangent or cotangent on a non-differentiable
-            input, or when the output shapes under ``jit`` are unknown.
+            input.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -130,16 +134,16 @@ def apply_tesseract(
     call = prepared.call
 
     if call is None:  # concrete inputs: no transformation, call apply directly
-        outputs = endpoints.apply(prepared.concrete_inputs)
-        spec = learn_from_concrete(endpoints, prepared.key, outputs)
-        flat = endpoints.schema.outputs.flatten(outputs, check=False)
+        flat = endpoints.apply(prepared.concrete_inputs)
+        spec = spec_from_flat(flat, "a recorded concrete call")
+        store_record(tesseract_client, prepared.key, spec)
         values = {}
         for leaf in spec.leaves:
             value = flat[leaf.path].value
             if leaf.kind == "array":
                 value = jnp.asarray(np.asarray(as_numpy(value), dtype=leaf.dtype))
             values[leaf.path] = value
-        return spec.unflatten(values)
+        return flat.unflatten(values)
 
     outs = apply_p.bind(*prepared.operand_values, call=call)
     spec = call.spec()

@@ -24,7 +24,6 @@ callback that calls back into JAX can deadlock) and get every number from
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,18 +34,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from tess_ad._endpoints import Endpoints, NoGradientRouteError
-from tess_ad._schema import FlatTree, SchemaError, as_numpy
+from tess_ad._schema import FlatTree, Leaf, SchemaError, as_numpy
+from tess_ad._values import placeholder
 
+from ._compat import Tracer, canonical_dtype, hold_weakly_in_jax_caches
 from ._spec import (
     InputKey,
     OutputShapeError,
     OutputSpec,
-    canonical_dtype,
     fixed_schema_spec,
     lookup_record,
-    placeholder,
     spec_from_abstract,
-    spec_from_outputs,
+    spec_from_flat,
     store_record,
 )
 
@@ -55,14 +54,13 @@ __all__ = [
     "Prepared",
     "TesseractCall",
     "is_concrete",
-    "learn_from_concrete",
     "prepare_call",
 ]
 
 
 def is_concrete(value: Any) -> bool:
     """Whether a leaf value is known now (not a JAX tracer)."""
-    return not isinstance(value, jax.core.Tracer)
+    return not isinstance(value, Tracer)
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ class TesseractCall:
         skeleton: FlatTree,
         operands: tuple[Operand, ...],
         key: InputKey,
-        abstract_inputs: Any,
+        abstract: Mapping[str, Any],
         materialize_jacobian: bool | None,
     ) -> None:
         self.endpoints = endpoints
@@ -123,7 +121,7 @@ class TesseractCall:
         self.materialize_jacobian = materialize_jacobian
         self.index = {op.path: i for i, op in enumerate(operands)}
         self._skeleton = skeleton
-        self._abstract_inputs = abstract_inputs
+        self._abstract = abstract
         self._spec: OutputSpec | None = None
         self._lock = threading.Lock()
         self.last_others: dict[str, Any] = {}
@@ -162,14 +160,15 @@ class TesseractCall:
         failure: Exception | None = None
         if ep.schema.has("abstract_eval"):
             try:
-                result = self.tesseract.abstract_eval(self._abstract_inputs)
+                abstract_inputs = self._skeleton.unflatten(self._abstract)
+                result = self.tesseract.abstract_eval(abstract_inputs)
                 return spec_from_abstract(ep.schema, result)
             except Exception as exc:  # fall back to the next source, but say why
                 failure = exc
                 problems.append(f"its abstract_eval endpoint failed: {exc}")
         else:
             problems.append("it has no abstract_eval endpoint")
-        spec = fixed_schema_spec(self.tesseract, ep.schema)
+        spec = fixed_schema_spec(ep.schema)
         if spec is not None:
             return spec
         problems.append("its OutputSchema does not fix every output's shape")
@@ -254,35 +253,28 @@ class TesseractCall:
             "tesseract_api.py."
         )
 
-    def use_jacobian(self) -> bool:
-        """Whether batched JVPs/VJPs at one point use the ``jacobian`` route."""
-        if self.materialize_jacobian is None:
-            return self.endpoints.has_jacobian
-        return bool(self.materialize_jacobian)
+    def use_jacobian(self) -> bool | None:
+        """``materialize_jacobian``, as :meth:`Endpoints.vjp_many` takes it."""
+        return self.materialize_jacobian
+
+    def batch_route(self, mode: str) -> str:
+        """The route a batch of ``mode`` products at one point needs."""
+        return "any" if self.materialize_jacobian else mode
 
     # -- host side (NumPy only) ----------------------------------------------------
 
-    def inputs(self, values: Sequence[Any]) -> dict:
-        """The nested inputs with the operand values put back (NumPy/Python)."""
+    def inputs(self, values: Sequence[Any]) -> FlatTree:
+        """The flat inputs with the operand values put in (NumPy/Python), no walk."""
         updates = {}
         for op, value in zip(self.operands, values, strict=True):
             arr = np.asarray(value)
             updates[op.path] = arr.item() if op.scalar_type is not None else arr
-        return self._skeleton.unflatten(updates)
+        return self._skeleton.replace(updates)
 
     def host_apply(self, *args: Any) -> tuple[np.ndarray, ...]:
         """``apply`` on the host; the JAX-valued output leaves in spec order."""
-        outputs = self.endpoints.apply(self.inputs(args))
-        try:
-            concrete = spec_from_outputs(
-                self.endpoints.schema, outputs, "a recorded concrete call"
-            )
-        except SchemaError as exc:
-            raise SchemaError(
-                f"the Tesseract's apply returned outputs that do not fit its OutputSchema: {exc}"
-            ) from exc
-        spec = self._learn_spec(concrete)
-        flat = self.endpoints.schema.outputs.flatten(outputs, check=False)
+        flat = self.endpoints.apply(self.inputs(args))
+        spec = self._learn_spec(spec_from_flat(flat, "a recorded concrete call"))
         self.last_others = {
             leaf.path: flat[leaf.path].value
             for leaf in spec.leaves
@@ -303,28 +295,20 @@ class TesseractCall:
     ) -> tuple[np.ndarray, ...]:
         """``J t`` for the outputs ``outs``, tangents on the inputs ``wrt``.
 
-        With ``batch > 0`` the tangents carry a leading batch axis and one
-        Jacobian serves the whole batch.
+        With ``batch > 0`` the tangents carry a leading batch axis
+        (:meth:`Endpoints.jvp_many` decides how the batch is computed).
         """
-        primals, tangents = args[: self.n], [np.asarray(t) for t in args[self.n :]]
+        primals, tangents = args[: self.n], args[self.n :]
         spec = self.spec()
         inputs = self.inputs(primals)
+        shapes = {o: spec.leaf(o).shape for o in outs}
+        t = dict(zip(wrt, map(np.asarray, tangents), strict=True))
         if batch:
-            jac = self._jacobian(inputs, wrt, outs)
-            result = {}
-            for o in outs:
-                shape = spec.leaf(o).shape
-                total = np.zeros((batch, math.prod(shape)))
-                for p, t in zip(wrt, tangents, strict=True):
-                    total = (
-                        total
-                        + t.reshape(batch, -1) @ jac[o][p].reshape(total.shape[1], -1).T
-                    )
-                result[o] = total.reshape((batch, *shape))
-        else:
-            result = self.endpoints.jvp(
-                inputs, list(wrt), list(outs), dict(zip(wrt, tangents, strict=True))
+            result = self.endpoints.jvp_many(
+                inputs, wrt, outs, t, shapes, use_jacobian=self.use_jacobian()
             )
+        else:
+            result = self.endpoints.jvp(inputs, wrt, outs, t, shapes)
         prefix = (batch,) if batch else ()
         return tuple(
             _fit(
@@ -341,26 +325,18 @@ class TesseractCall:
     ) -> tuple[np.ndarray, ...]:
         """``ct J`` for the inputs ``wrt``, cotangents on the outputs ``outs``.
 
-        With ``batch > 0`` the cotangents carry a leading batch axis and one
-        Jacobian serves the whole batch.
+        With ``batch > 0`` the cotangents carry a leading batch axis
+        (:meth:`Endpoints.vjp_many` decides how the batch is computed).
         """
-        primals, cts = args[: self.n], [np.asarray(c) for c in args[self.n :]]
+        primals, cts = args[: self.n], args[self.n :]
         inputs = self.inputs(primals)
+        ct = dict(zip(outs, map(np.asarray, cts), strict=True))
         if batch:
-            jac = self._jacobian(inputs, wrt, outs)
-            result = {}
-            for p in wrt:
-                shape = self.operands[self.index[p]].shape
-                total = np.zeros((batch, math.prod(shape)))
-                for o, ct in zip(outs, cts, strict=True):
-                    total = total + ct.reshape(batch, -1) @ jac[o][p].reshape(
-                        -1, total.shape[1]
-                    )
-                result[p] = total.reshape((batch, *shape))
-        else:
-            result = self.endpoints.vjp(
-                inputs, list(wrt), list(outs), dict(zip(outs, cts, strict=True))
+            result = self.endpoints.vjp_many(
+                inputs, wrt, outs, ct, use_jacobian=self.use_jacobian()
             )
+        else:
+            result = self.endpoints.vjp(inputs, wrt, outs, ct)
         return tuple(self._fit_input(result[p], p, "VJP", batch) for p in wrt)
 
     def host_hvp(
@@ -377,33 +353,12 @@ class TesseractCall:
         tangents = args[self.n + n_ct :]
         result = self.endpoints.vjp_jvp(
             self.inputs(primals),
-            list(wrt),
-            list(outs),
+            wrt,
+            outs,
             dict(zip(outs, map(np.asarray, cts), strict=True)),
             dict(zip(tan, map(np.asarray, tangents), strict=True)),
         )
         return tuple(self._fit_input(result[p], p, "second-order VJP") for p in wrt)
-
-    def _jacobian(
-        self, inputs: dict, wrt: tuple[str, ...], outs: tuple[str, ...]
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """Jacobian blocks as float64, checked to be ``(*out_shape, *in_shape)``."""
-        spec = self.spec()
-        result = self.endpoints.jacobian(
-            inputs,
-            list(wrt),
-            list(outs),
-            output_shapes={o: spec.leaf(o).shape for o in outs},
-        )
-        blocks: dict[str, dict[str, np.ndarray]] = {}
-        for o in outs:
-            blocks[o] = {}
-            for p in wrt:
-                shape = (*spec.leaf(o).shape, *self.operands[self.index[p]].shape)
-                blocks[o][p] = _fit(
-                    result[o][p], shape, np.float64, f"Jacobian d{o}/d{p}"
-                )
-        return blocks
 
     def _fit_input(
         self, value: Any, path: str, what: str, batch: int = 0
@@ -413,24 +368,7 @@ class TesseractCall:
         return _fit(value, shape, op.dtype, f"{what} of input {path!r}")
 
 
-def _register_weak_cache_key(cls: type) -> None:
-    """Let JAX's caches keyed on primitive parameters hold ``cls`` weakly.
-
-    JAX memoises the abstract evaluation of every primitive it traces (an LRU
-    of 2048 entries keyed on the parameters). Every eager ``grad`` makes a new
-    :class:`TesseractCall`, so without this each call would stay alive in that
-    cache, with whatever static input arrays it holds, until 2048 newer calls
-    pushed it out. JAX registers its own ``Jaxpr`` the same way; entries of a
-    registered type are dropped as soon as the object dies.
-    """
-    try:
-        from jax._src.util import weakref_cache_key_types
-    except ImportError:  # pragma: no cover - private API of the JAX version in use
-        return
-    weakref_cache_key_types.add(cls)
-
-
-_register_weak_cache_key(TesseractCall)
+hold_weakly_in_jax_caches(TesseractCall)
 
 
 def _fit(
@@ -459,15 +397,31 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _operand_dtype(leaf: Any) -> np.dtype:
-    if leaf.differentiable and leaf.spec is not None and leaf.spec.dtype:
-        return canonical_dtype(leaf.spec.dtype)
-    return canonical_dtype(leaf.dtype)
+def _operand_dtype(leaf: Leaf) -> np.dtype:
+    """What JAX sees of an array leaf: its compute dtype, canonicalised."""
+    return canonical_dtype(leaf.compute_dtype)
 
 
 def _scalar_type(value: Any) -> type:
     kind = np.dtype(value.dtype).kind
     return bool if kind == "b" else int if kind in "iu" else float
+
+
+def _to_host(leaf: Leaf) -> Any:
+    """A concrete leaf as the Tesseract gets it (tracers are left alone).
+
+    Differentiable arrays in their compute dtype (what ``grad`` sees); other
+    JAX arrays as NumPy (scalar fields as Python numbers); the rest unchanged.
+    """
+    value = leaf.value
+    if not is_concrete(value):
+        return value
+    if leaf.is_array and leaf.differentiable:
+        return as_numpy(value, _operand_dtype(leaf))
+    if isinstance(value, jax.Array):
+        arr = np.asarray(value)
+        return arr if leaf.is_array else arr.item()
+    return value
 
 
 @dataclass
@@ -477,13 +431,14 @@ class Prepared:
     Attributes:
         call: The static call description (``None`` for a concrete call).
         operand_values: The JAX values of the operands (traced calls).
-        concrete_inputs: NumPy inputs for a direct ``apply`` (concrete calls).
+        concrete_inputs: The flat NumPy inputs for a direct ``apply``
+            (concrete calls), their nested tree already built.
         key: The input key (shapes, dtypes and static values).
     """
 
     call: TesseractCall | None
     operand_values: list[Any]
-    concrete_inputs: dict | None
+    concrete_inputs: FlatTree | None
     key: InputKey
 
 
@@ -494,6 +449,10 @@ def prepare_call(
 ) -> Prepared:
     """Split ``inputs`` into operands and static parts (see the module docstring).
 
+    One pass over the inputs: the flatten that checks them against the
+    schema also converts every concrete leaf for the host (and, when nothing
+    is traced, builds the nested inputs ``apply`` gets).
+
     Raises:
         SchemaError: If the inputs do not fit the Tesseract's InputSchema.
     """
@@ -503,9 +462,8 @@ def prepare_call(
             f"apply_tesseract expects the inputs as a dict following the Tesseract's "
             f"InputSchema, got {type(inputs).__name__}"
         )
-    flat = schema.inputs.flatten(inputs)
-    concrete = all(is_concrete(value) for value in flat.leaf_values().values())
-
+    flat = schema.inputs.flatten(inputs, convert=_to_host)
+    concrete = True
     key: list[tuple[Any, ...]] = []
     for path, leaf in flat.items():
         if leaf.is_array:
@@ -514,17 +472,10 @@ def prepare_call(
             key.append(("v", path, _hashable(_to_python(leaf.value))))
         else:
             key.append(("t", path))
+        concrete = concrete and is_concrete(leaf.value)
     input_key: InputKey = tuple(key)
-
     if concrete:
-        updates = {}
-        for path, leaf in flat.items():
-            if leaf.is_array and leaf.differentiable:
-                updates[path] = as_numpy(leaf.value, _operand_dtype(leaf))
-            elif isinstance(leaf.value, jax.Array):
-                arr = np.asarray(leaf.value)
-                updates[path] = arr if leaf.is_array else arr.item()
-        return Prepared(None, [], flat.unflatten(updates), input_key)
+        return Prepared(None, [], flat, input_key)
 
     operands: list[Operand] = []
     values: list[Any] = []
@@ -534,11 +485,15 @@ def prepare_call(
         value = leaf.value
         traced = not is_concrete(value)
         if leaf.is_array and (leaf.differentiable or traced):
-            dtype = _operand_dtype(leaf)
+            dtype = (
+                _operand_dtype(leaf)
+                if leaf.differentiable
+                else canonical_dtype(leaf.dtype)
+            )
             if traced:
                 value = value.astype(dtype) if value.dtype != dtype else value
             else:
-                value = jnp.asarray(as_numpy(value, dtype))
+                value = jnp.asarray(value)
             operands.append(
                 Operand(path, leaf.differentiable, tuple(leaf.shape), dtype, None)
             )
@@ -554,24 +509,15 @@ def prepare_call(
             values.append(value)
             fill[path] = stype(0)
             abstract[path] = stype(0)
-        elif isinstance(value, jax.Array):
-            arr = np.asarray(value)
-            fill[path] = arr if leaf.is_array else arr.item()
         if leaf.is_array:
-            dtype = (
-                leaf.spec.dtype
-                if leaf.differentiable and leaf.spec is not None and leaf.spec.dtype
-                else np.dtype(leaf.dtype).name
-            )
-            abstract[path] = {"shape": list(leaf.shape), "dtype": str(dtype)}
-    skeleton = schema.inputs.flatten(flat.unflatten(fill), check=False)
-    abstract_inputs = flat.unflatten({**fill, **abstract})
+            dtype = leaf.compute_dtype
+            abstract[path] = {"shape": list(leaf.shape), "dtype": dtype.name}
     call = TesseractCall(
         endpoints,
-        skeleton,
+        flat.replace(fill),
         tuple(operands),
         input_key,
-        abstract_inputs,
+        abstract,
         materialize_jacobian,
     )
     return Prepared(call, values, None, input_key)
@@ -581,12 +527,3 @@ def _to_python(value: Any) -> Any:
     if isinstance(value, jax.Array | np.generic):
         return np.asarray(value).item()
     return value
-
-
-def learn_from_concrete(
-    endpoints: Endpoints, key: InputKey, outputs: Any
-) -> OutputSpec:
-    """Record the spec of a concrete call's outputs (eager ``apply_tesseract``)."""
-    spec = spec_from_outputs(endpoints.schema, outputs, "a recorded concrete call")
-    store_record(endpoints.tesseract, key, spec)
-    return spec

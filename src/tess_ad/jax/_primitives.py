@@ -32,13 +32,15 @@ calls) and a batching rule.
 Batching is sequential, one Tesseract call per batch element: a Python loop
 outside ``jit`` (each element runs eagerly, so no output shapes are needed in
 advance) and ``jax.lax.map`` under ``jit`` (a small program). The exception is
-a batch of (co)tangents at one unbatched point (``jacfwd``, ``jacrev``): when
-the Tesseract has a ``jacobian`` endpoint (see ``materialize_jacobian``),
+a batch of (co)tangents at one unbatched point (``jacfwd``, ``jacrev``):
 ``jvp_p``/``vjp_p`` take the whole batch at once (parameter ``batch``) and the
-host contracts one Jacobian with it. Keeping this inside ``jvp_p``/``vjp_p``,
-rather than in a separate Jacobian primitive, keeps their derivative rules:
-``hessian`` of a loss costs one Hessian-vector product per direction, not one
-per output element.
+host hands it to ``Endpoints.jvp_many``/``vjp_many``, which make one
+``jacobian`` call when the Tesseract has that endpoint (see
+``materialize_jacobian``) and one JVP/VJP call per row otherwise, the same
+choice as for PyTorch. Keeping this inside ``jvp_p``/``vjp_p``, rather than
+in a separate Jacobian primitive, keeps their derivative rules: ``hessian``
+of a loss costs one Hessian-vector product per direction, not one per output
+element.
 
 Host functions (``TesseractCall.host_*``) use NumPy only: calling
 ``jax.numpy`` inside a callback can deadlock.
@@ -54,11 +56,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import dtypes as jax_dtypes
-from jax.extend.core import Primitive
-from jax.interpreters import ad, batching, mlir
 
 from ._call import TesseractCall
+from ._compat import (
+    Primitive,
+    ShapedArray,
+    ad,
+    batching,
+    emit_python_callback,
+    float0,
+    mlir,
+    under_jit,
+)
 
 __all__ = ["apply_p", "hvp_p", "jvp_p", "vjp_p"]
 
@@ -88,19 +97,19 @@ _THIRD_ORDER = (
 # --------------------------------------------------------------------------
 
 
-def _avals(prim: Primitive, params: dict[str, Any]) -> list[jax.core.ShapedArray]:
+def _avals(prim: Primitive, params: dict[str, Any]) -> list[ShapedArray]:
     call: TesseractCall = params["call"]
     if prim is apply_p:
-        return [jax.core.ShapedArray(lf.shape, lf.dtype) for lf in call.spec().traced]
+        return [ShapedArray(lf.shape, lf.dtype) for lf in call.spec().traced]
     prefix = (params["batch"],) if params.get("batch") else ()
     if prim is jvp_p:
         spec = call.spec()
         return [
-            jax.core.ShapedArray((*prefix, *spec.leaf(o).shape), spec.leaf(o).dtype)
+            ShapedArray((*prefix, *spec.leaf(o).shape), spec.leaf(o).dtype)
             for o in params["outs"]
         ]
     ops = [call.operands[call.index[p]] for p in params["wrt"]]
-    return [jax.core.ShapedArray((*prefix, *op.shape), op.dtype) for op in ops]
+    return [ShapedArray((*prefix, *op.shape), op.dtype) for op in ops]
 
 
 def _host(
@@ -110,11 +119,13 @@ def _host(
     if prim is apply_p:
         return call.host_apply
     if prim is jvp_p:
-        call.require_route("any" if params["batch"] else "forward")
-        return partial(call.host_jvp, params["wrt"], params["outs"], params["batch"])
+        batch = params["batch"]
+        call.require_route(call.batch_route("forward") if batch else "forward")
+        return partial(call.host_jvp, params["wrt"], params["outs"], batch)
     if prim is vjp_p:
-        call.require_route("any" if params["batch"] else "reverse")
-        return partial(call.host_vjp, params["wrt"], params["outs"], params["batch"])
+        batch = params["batch"]
+        call.require_route(call.batch_route("reverse") if batch else "reverse")
+        return partial(call.host_vjp, params["wrt"], params["outs"], batch)
     call.require_route("reverse")
     return partial(call.host_hvp, params["wrt"], params["outs"], params["tan"])
 
@@ -138,7 +149,7 @@ def _lowering(
     # No side effect declared: a Tesseract is a function of its inputs, so JAX
     # and XLA may drop a call whose result is unused (the forward apply inside
     # jit(grad) is dropped) and merge duplicate calls.
-    results, _, keepalive = mlir.emit_python_callback(
+    results, _, keepalive = emit_python_callback(
         ctx, host, None, list(args), ctx.avals_in, ctx.avals_out, has_side_effect=False
     )
     ctx.module_context.add_keepalive(keepalive)
@@ -159,7 +170,7 @@ for _p in _ALL:
 def _nonzero(t: Any) -> bool:
     if type(t) is ad.Zero or t is None:
         return False
-    return getattr(t, "dtype", None) != jax_dtypes.float0
+    return getattr(t, "dtype", None) != float0
 
 
 def _zero(x: Any) -> ad.Zero:
@@ -266,7 +277,7 @@ def _jvp_transpose(
     result: list[Any] = [None] * len(args)
     nz = [k for k, c in enumerate(cts) if _nonzero(c)]
     if nz:
-        call.require_route("any" if batch else "reverse")
+        call.require_route(call.batch_route("reverse") if batch else "reverse")
         grads = vjp_p.bind(
             *primals,
             *(cts[k] for k in nz),
@@ -341,7 +352,7 @@ def _vjp_transpose(
     result: list[Any] = [None] * len(args)
     nz = [k for k, g in enumerate(gs) if _nonzero(g)]
     if nz:
-        call.require_route("any" if batch else "forward")
+        call.require_route(call.batch_route("forward") if batch else "forward")
         tans = jvp_p.bind(
             *primals,
             *(gs[k] for k in nz),
@@ -445,17 +456,6 @@ ad.primitive_transposes[hvp_p] = _hvp_transpose
 # --------------------------------------------------------------------------
 
 
-def _staging() -> bool:
-    """Whether we are tracing into a jaxpr (``jit``, a ``lax.map`` body, ...).
-
-    ``jax.extend.core`` offers this check under a deliberately alarming name;
-    if it ever goes away, batching falls back to the Python loop, which is
-    always correct (just a longer program under ``jit``).
-    """
-    probe = getattr(jax.extend.core, "unsafe_am_i_under_a_jit_DO_NOT_USE", None)
-    return bool(probe()) if probe is not None else False
-
-
 def _batch(args: Sequence[Any], dims: Sequence[Any], *, prim: Primitive, **params: Any):
     call: TesseractCall = params["call"]
     n = call.n
@@ -465,12 +465,8 @@ def _batch(args: Sequence[Any], dims: Sequence[Any], *, prim: Primitive, **param
         for a, d in zip(args, dims, strict=True)
     ]
     batched = [d is not None for d in dims]
-    if (
-        prim in (jvp_p, vjp_p)
-        and not any(batched[:n])
-        and (params["batch"] or call.use_jacobian())
-    ):
-        outs = _via_jacobian(prim, args, batched, size, params)
+    if prim in (jvp_p, vjp_p) and not any(batched[:n]):
+        outs = _at_one_point(prim, args, batched, size, params)
     else:
         outs = _sequential(prim, args, batched, size, params)
     return outs, [0] * len(outs)
@@ -486,7 +482,7 @@ def _sequential(
     """One call per batch element."""
     if size == 0:
         return [jnp.zeros((0, *a.shape), a.dtype) for a in _avals(prim, params)]
-    if _staging():
+    if under_jit():
 
         def body(xs: Sequence[Any]) -> list[Any]:
             it = iter(xs)
@@ -507,7 +503,7 @@ def _sequential(
     return [jnp.stack(column) for column in zip(*results, strict=True)]
 
 
-def _via_jacobian(
+def _at_one_point(
     prim: Primitive,
     args: Sequence[Any],
     batched: Sequence[bool],
@@ -516,8 +512,10 @@ def _via_jacobian(
 ) -> list[Any]:
     """A batch of (co)tangents at one point: one ``batch``-mode call.
 
-    A call that is already in batch mode (``vmap`` of ``jacrev``) folds the new
-    batch axis into the old one, so it still takes one Jacobian.
+    The host hands the whole batch to ``Endpoints.jvp_many``/``vjp_many``,
+    which chooses one ``jacobian`` call or one call per row, exactly as for
+    the PyTorch adapter. A call that is already in batch mode (``vmap`` of
+    ``jacrev``) folds the new batch axis into the old one.
     """
     n = params["call"].n
     inner = params["batch"]

@@ -30,37 +30,35 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from jax import dtypes as jax_dtypes
 
+from tess_ad._jsonschema import abstract_to_placeholders
 from tess_ad._schema import FlatTree, TesseractSchema
+from tess_ad._values import placeholder
+
+from ._compat import canonical_dtype
 
 __all__ = [
     "InputKey",
     "OutLeaf",
     "OutputShapeError",
     "OutputSpec",
-    "canonical_dtype",
     "fixed_schema_spec",
     "lookup_record",
-    "placeholder",
     "spec_from_abstract",
-    "spec_from_outputs",
+    "spec_from_flat",
     "store_record",
 ]
 
 
 class OutputShapeError(ValueError):
-    """The output shapes of a traced Tesseract call cannot be determined."""
+    """The output shapes of a traced Tesseract call cannot be determined.
 
-
-def canonical_dtype(dtype: Any) -> np.dtype:
-    """The dtype JAX uses for ``dtype`` (float64 becomes float32 without x64)."""
-    return np.dtype(jax_dtypes.canonicalize_dtype(np.dtype(dtype)))
-
-
-def placeholder(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """A read-only array of the given shape and dtype that takes no memory."""
-    return np.broadcast_to(np.zeros((), dtype), tuple(shape))
+    Raised by :func:`tess_ad.jax.apply_tesseract` under ``jit`` (and other
+    transformations that need shapes before the call runs) when the Tesseract
+    has no ``abstract_eval`` endpoint, its OutputSchema does not fix every
+    shape, and no earlier eager call recorded them; the message says which
+    of these to add.
+    """
 
 
 # --------------------------------------------------------------------------
@@ -143,31 +141,26 @@ class OutputSpec:
         )
 
 
-def spec_from_outputs(schema: TesseractSchema, outputs: Any, source: str) -> OutputSpec:
-    """The spec of a concrete (or placeholder-valued) output tree.
+def spec_from_flat(flat: FlatTree, source: str) -> OutputSpec:
+    """The spec of flattened outputs (concrete, or placeholder-valued).
 
     Args:
-        schema: The Tesseract's schema.
-        outputs: Nested outputs as ``apply`` returns them, or a tree of
-            :func:`placeholder` arrays.
+        flat: The outputs as ``apply`` returned them, flattened with the
+            OutputSchema (or a tree of placeholders).
         source: Where the outputs came from.
 
     Returns:
         The spec; its skeleton holds placeholders, not the outputs' data.
     """
-    flat = schema.outputs.flatten(outputs, check=False)
     leaves = []
     fill: dict[str, Any] = {}
     for path, leaf in flat.items():
         if leaf.is_array:
-            dtype = leaf.dtype
-            if leaf.differentiable and leaf.spec is not None and leaf.spec.dtype:
-                dtype = np.dtype(leaf.spec.dtype)
             out = OutLeaf(
                 path,
                 "array",
                 tuple(leaf.shape),
-                canonical_dtype(dtype),
+                canonical_dtype(leaf.compute_dtype),
                 leaf.differentiable,
             )
             fill[path] = placeholder(out.shape, out.dtype)
@@ -180,30 +173,14 @@ def spec_from_outputs(schema: TesseractSchema, outputs: Any, source: str) -> Out
             out = OutLeaf(path, "other", (), None, False)
             fill[path] = None
         leaves.append(out)
-    skeleton = schema.outputs.flatten(flat.unflatten(fill), check=False)
-    return OutputSpec(tuple(leaves), skeleton, source)
+    return OutputSpec(tuple(leaves), flat.replace(fill), source)
 
 
 def spec_from_abstract(schema: TesseractSchema, abstract_outputs: Any) -> OutputSpec:
     """The spec from an ``abstract_eval`` result (``{"shape", "dtype"}`` leaves)."""
-
-    def convert(node: Any) -> Any:
-        if isinstance(node, Mapping):
-            if set(node) == {"shape", "dtype"}:
-                return placeholder(tuple(node["shape"]), np.dtype(node["dtype"]))
-            return {k: convert(v) for k, v in node.items()}
-        if isinstance(node, list | tuple):
-            return type(node)(convert(v) for v in node)
-        if (
-            hasattr(node, "shape")
-            and hasattr(node, "dtype")
-            and not hasattr(node, "__array__")
-        ):
-            return placeholder(tuple(node.shape), np.dtype(str(node.dtype)))
-        return node
-
-    return spec_from_outputs(
-        schema, convert(abstract_outputs), "the abstract_eval endpoint"
+    tree = abstract_to_placeholders(abstract_outputs, placeholder)
+    return spec_from_flat(
+        schema.outputs.flatten(tree, check=False), "the abstract_eval endpoint"
     )
 
 
@@ -212,96 +189,32 @@ def spec_from_abstract(schema: TesseractSchema, abstract_outputs: Any) -> Output
 # --------------------------------------------------------------------------
 
 _FIXED_LOCK = threading.Lock()
-_FIXED: weakref.WeakKeyDictionary[Any, OutputSpec | None] = weakref.WeakKeyDictionary()
+_FIXED: weakref.WeakKeyDictionary[TesseractSchema, OutputSpec | None] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def fixed_schema_spec(tesseract: Any, schema: TesseractSchema) -> OutputSpec | None:
+def fixed_schema_spec(schema: TesseractSchema) -> OutputSpec | None:
     """The spec an ``OutputSchema`` with only fixed shapes implies, else ``None``.
 
-    Cached per client. Arrays need every dimension fixed; models recurse;
-    Python numbers become numbers and strings "other"; a ``dict``, ``list``,
-    union or free dimension anywhere means the schema does not settle it.
+    Cached per schema (:meth:`tess_ad.TreeSchema.fixed_tree` says which
+    schemas fix every shape).
     """
-    try:
-        with _FIXED_LOCK:
-            if tesseract in _FIXED:
-                return _FIXED[tesseract]
-    except TypeError:
-        pass
-    try:
-        components = tesseract.openapi_schema["components"]["schemas"]
-        root = components["ApplyOutputSchema"]
-        tree = _fixed_tree(root, components, depth=0)
-    except (KeyError, TypeError, AttributeError):
-        tree = None
+    with _FIXED_LOCK:
+        if schema in _FIXED:
+            return _FIXED[schema]
+    tree = schema.outputs.fixed_tree()
     spec = (
         None
         if tree is None
-        else spec_from_outputs(schema, tree, "the fixed shapes of the OutputSchema")
-    )
-    try:
-        with _FIXED_LOCK:
-            _FIXED[tesseract] = spec
-    except TypeError:
-        pass
-    return spec
-
-
-class _NotFixed(Exception):
-    pass
-
-
-_SCALAR_PLACEHOLDERS = {"number": 0.0, "integer": 0, "boolean": False, "string": ""}
-
-
-def _fixed_tree(
-    node: Mapping[str, Any], components: Mapping[str, Any], depth: int
-) -> Any:
-    try:
-        return _fixed(node, components, depth)
-    except _NotFixed:
-        return None
-
-
-def _fixed(node: Mapping[str, Any], components: Mapping[str, Any], depth: int) -> Any:
-    if depth > 50:
-        raise _NotFixed
-    if "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
-        return _fixed(components[name], components, depth + 1)
-    if "allOf" in node and len(node["allOf"]) == 1:
-        return _fixed(node["allOf"][0], components, depth + 1)
-    props = node.get("properties", {})
-    if props.get("object_type", {}).get("const") == "array":
-        shape_schema = props.get("shape", {})
-        if (
-            "maxItems" not in shape_schema
-            or shape_schema.get("minItems") != shape_schema["maxItems"]
-        ):
-            raise _NotFixed
-        dims = []
-        for item in shape_schema.get("prefixItems", []):
-            if "enum" not in item:
-                raise _NotFixed
-            dims.append(max(item["enum"]))
-        if len(dims) != shape_schema["maxItems"]:
-            raise _NotFixed
-        dtype_schema = props.get("dtype", {})
-        enum = dtype_schema.get("enum", [])
-        dtype = (
-            enum[0] if len(enum) == 1 else (dtype_schema.get("examples") or [None])[0]
+        else spec_from_flat(
+            schema.outputs.flatten(tree, check=False),
+            "the fixed shapes of the OutputSchema",
         )
-        if dtype is None:
-            raise _NotFixed
-        return placeholder(tuple(dims), np.dtype(dtype))
-    if props and node.get("type", "object") == "object":
-        return {
-            key: _fixed(child, components, depth + 1) for key, child in props.items()
-        }
-    typ = node.get("type")
-    if isinstance(typ, str) and typ in _SCALAR_PLACEHOLDERS:
-        return _SCALAR_PLACEHOLDERS[typ]
-    raise _NotFixed
+    )
+    with _FIXED_LOCK:
+        _FIXED[schema] = spec
+    return spec
 
 
 # --------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 ``apply_tesseract`` has the signature of ``tesseract_torch.apply_tesseract``
 and adds ``torch.func`` transforms, double backward, and Tesseracts without
 gradient endpoints (through :func:`tess_ad.with_finite_differences`). Every
-derivative comes from :class:`tess_ad._endpoints.Endpoints`, the same calls the
-JAX adapter makes, so both frameworks give the same numbers.
+derivative comes from the core's one numeric layer, the same calls the JAX
+adapter makes, so both frameworks give the same numbers.
 """
 
 from ._apply import apply_tesseract as apply_tesseract

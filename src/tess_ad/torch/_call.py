@@ -16,7 +16,7 @@ so they all address the Tesseract with the same paths.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,13 +42,10 @@ class TesseractCall:
         is_array: Whether the schema makes each tensor argument an array
             (``False``: a scalar field such as ``float``, sent as a number).
         device: Device of the caller's tensors; results are returned there.
-        out_paths: Paths of the differentiable array outputs, in tree order
-            (set by the first forward).
-        out_meta: ``path -> (shape, dtype)`` of those outputs, for one sample.
-        out_flat: The flattened outputs of the last forward (non-tensor
-            outputs are read from here).
-        out_static: ``path -> value`` for the non-differentiable outputs;
-            under ``vmap`` these are stacked along a leading batch axis.
+        out: The flattened outputs of the forward (set by it): the one record
+            of the call's outputs. The differentiable array leaves are the
+            Function's tensor outputs; under ``vmap`` the other leaves hold
+            values stacked along a leading batch axis.
     """
 
     __slots__ = (
@@ -57,10 +54,7 @@ class TesseractCall:
         "endpoints",
         "flat",
         "is_array",
-        "out_flat",
-        "out_meta",
-        "out_paths",
-        "out_static",
+        "out",
         "paths",
     )
 
@@ -79,10 +73,7 @@ class TesseractCall:
         self.differentiable = tuple(differentiable)
         self.is_array = tuple(is_array)
         self.device = device
-        self.out_paths: tuple[str, ...] = ()
-        self.out_meta: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-        self.out_flat: FlatTree | None = None
-        self.out_static: dict[str, Any] = {}
+        self.out: FlatTree | None = None
 
     @property
     def n_args(self) -> int:
@@ -102,75 +93,67 @@ class TesseractCall:
 
     # -- inputs ----------------------------------------------------------------
 
-    def inputs(self, tensors: Sequence[torch.Tensor]) -> Any:
-        """The nested inputs with the tensor arguments' current values (NumPy)."""
-        return self.flat.unflatten(
+    def inputs(self, tensors: Sequence[torch.Tensor]) -> FlatTree:
+        """The flat inputs with the tensor arguments' current values (NumPy), no walk."""
+        return self.flat.replace(
             {
                 path: to_numpy(t, array=arr)
                 for path, t, arr in zip(self.paths, tensors, self.is_array, strict=True)
             }
         )
 
-    def cotangents(
-        self, out_paths: Sequence[str], tensors: Sequence[torch.Tensor]
+    def vectors(
+        self, paths: Sequence[str], tensors: Sequence[torch.Tensor]
     ) -> dict[str, np.ndarray]:
-        """``path -> array`` of the cotangents that are not all zero.
-
-        An output whose cotangent is zero contributes nothing to a VJP, so it is
-        not requested from the Tesseract at all.
-        """
-        out = {}
-        for path, t in zip(out_paths, tensors, strict=True):
-            arr = to_numpy(t)
-            if np.any(arr):
-                out[path] = arr
-        return out
-
-    def tangents(
-        self, idx: Sequence[int], tensors: Sequence[torch.Tensor]
-    ) -> dict[str, np.ndarray]:
-        """``path -> array`` of the input tangents that are not all zero."""
-        out = {}
-        for i, t in zip(idx, tensors, strict=True):
-            arr = to_numpy(t)
-            if np.any(arr):
-                out[self.paths[i]] = arr
-        return out
+        """``path -> array`` of cotangents or tangents (zeros are dropped by Endpoints)."""
+        return {p: to_numpy(t) for p, t in zip(paths, tensors, strict=True)}
 
     # -- outputs ---------------------------------------------------------------
 
-    def record(self, outputs: Mapping[str, Any]) -> FlatTree:
-        """Flatten ``apply``'s result and remember its layout and static outputs."""
-        flat = self.endpoints.schema.outputs.flatten(outputs, check=False)
-        self.out_flat = flat
-        self.out_paths = tuple(
-            p for p, leaf in flat.items() if leaf.differentiable and leaf.is_array
+    def record(self, out: FlatTree) -> FlatTree:
+        """Keep the flattened outputs of the forward."""
+        self.out = out
+        return out
+
+    @property
+    def out_paths(self) -> tuple[str, ...]:
+        """Paths of the differentiable array outputs (the Function's outputs), in tree order."""
+        assert self.out is not None, "the forward has not run"
+        return tuple(
+            p for p, leaf in self.out.items() if leaf.differentiable and leaf.is_array
         )
-        self.out_meta = {p: (flat[p].shape, flat[p].dtype) for p in self.out_paths}
-        self.out_static = {
-            p: _writable(leaf.value)
-            for p, leaf in flat.items()
-            if p not in self.out_meta
-        }
-        return flat
+
+    def out_shape(self, path: str) -> tuple[int, ...]:
+        """Shape of one sample's output ``path``."""
+        assert self.out is not None, "the forward has not run"
+        return self.out[path].shape or ()
+
+    def out_dtype(self, path: str) -> np.dtype:
+        """Dtype of output ``path`` as the Tesseract returned it."""
+        assert self.out is not None, "the forward has not run"
+        return self.out[path].dtype
 
     def record_batch(self, samples: Sequence[TesseractCall]) -> None:
         """Combine the outputs of the per-sample calls of a sequential ``vmap``."""
-        first = samples[0]
-        self.out_flat = first.out_flat
-        self.out_paths = first.out_paths
-        self.out_meta = first.out_meta
-        self.out_static = {
-            path: _stack([s.out_static[path] for s in samples])
-            for path in first.out_static
-        }
+        first = samples[0].out
+        assert first is not None
+        tensors = set(samples[0].out_paths)
+        self.out = first.replace(
+            {
+                path: _stack([s.out[path].value for s in samples])  # type: ignore[index]
+                for path in first
+                if path not in tensors
+            }
+        )
 
     def output_tree(self, tensors: Sequence[torch.Tensor]) -> Any:
         """The nested outputs: tensors for differentiable arrays, the rest as returned."""
-        assert self.out_flat is not None, "the forward has not run"
-        updates: dict[str, Any] = dict(self.out_static)
-        updates.update(zip(self.out_paths, tensors, strict=True))
-        return self.out_flat.unflatten(updates)
+        assert self.out is not None, "the forward has not run"
+        updates: dict[str, Any] = dict(zip(self.out_paths, tensors, strict=True))
+        for path, leaf in self.out.items():
+            if path not in updates:
+                updates[path] = _writable(leaf.value)
+        return self.out.unflatten(updates)
 
 
 def _writable(value: Any) -> Any:

@@ -2,12 +2,14 @@
 
 A Tesseract is a black box reached through NumPy, so PyTorch cannot trace it;
 each derivative has to be its own ``torch.autograd.Function`` whose forward
-calls one method of :class:`~tess_ad._endpoints.Endpoints`. Four Functions
+calls one method of :class:`~tess_ad._endpoints.Endpoints`. Six Functions
 cover first and second order, in both modes::
 
     Apply(x)              = f(x)                       -> Endpoints.apply
     VJP(x, ct)            = J(x)^T ct                  -> Endpoints.vjp
     JVP(x, t)             = J(x) t                     -> Endpoints.jvp
+    VJPMany(x, ct[B])     = J(x)^T ct_b for each row   -> Endpoints.vjp_many
+    JVPMany(x, t[B])      = J(x) t_b for each row      -> Endpoints.jvp_many
     VJPJVP(x, ct, t)      = d/de J(x + e t)^T ct       -> Endpoints.vjp_jvp (2 VJP calls)
 
 and each rule of one is written with the others, so that a rule applied to
@@ -21,6 +23,8 @@ tensors that are themselves being differentiated (``create_graph=True``,
 * ``JVP.backward(g)``: w.r.t. ``x`` it is ``VJPJVP(x, g, t)``, w.r.t. ``t`` it is
   ``VJP(x, g)``. ``JVP.jvp`` along ``t`` only (it is linear in ``t``);
   forward-over-forward in ``x`` would need a third endpoint and is refused.
+* ``VJPMany``/``JVPMany`` are VJP/JVP over a batch of rows at one point, with
+  the same rules row by row (their linear parts batched again).
 * ``VJPJVP`` is the end of the chain: third derivatives are refused.
 
 Why this shape:
@@ -29,13 +33,15 @@ Why this shape:
   guarantees plain tensors; the Functions use the ``setup_context`` style and
   save tensors with ``save_for_backward`` / ``save_for_forward``, as
   ``torch.func`` requires.
-* ``vmap`` has no batched Tesseract call to map to, so each Function has an
-  explicit ``vmap`` rule (``generate_vmap_rule`` stays off) that loops over the
-  batch and stacks: ``jacrev``, ``jacfwd``, ``vmap(grad(f))`` all become a
-  sequence of ordinary calls.
-* Gradients are ``None`` when unused (``set_materialize_grads(False)``), and
-  a cotangent or tangent that is all zeros is dropped before the Tesseract is
-  called: only outputs that matter are requested from the VJP endpoint.
+* ``vmap`` has an explicit rule per Function (``generate_vmap_rule`` stays
+  off). A batch of cotangents or tangents at one point (``jacrev``,
+  ``jacfwd``, ``vmap`` of a VJP function) becomes one ``VJPMany``/``JVPMany``,
+  so :class:`~tess_ad._endpoints.Endpoints` chooses between one ``jacobian``
+  call and one call per row, exactly as for ``jax.jacrev``/``jax.jacfwd``.
+  Anything else (a batch of points) loops over the batch and stacks.
+* Gradients are ``None`` when unused (``set_materialize_grads(False)``);
+  ``Endpoints`` drops all-zero cotangents and tangents before calling the
+  Tesseract, so only outputs that matter are requested from the VJP endpoint.
 * Non-tensor arguments (the :class:`~._call.TesseractCall`, index and path
   tuples) come first in every ``forward``; tensor arguments follow as
   ``*xs`` (one per tensor input leaf) then cotangents/tangents.
@@ -102,31 +108,89 @@ def _check_batch(info: Any) -> None:
         )
 
 
+def _loop(
+    fn: type[torch.autograd.Function],
+    static: Sequence[Any],
+    tensors: Sequence[torch.Tensor],
+    dims: Sequence[int | None],
+    size: int,
+) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+    """``fn`` once per batch element, stacked: the vmap rule of last resort."""
+    results = []
+    for b in range(size):
+        sample = [
+            t if d is None else t.select(d, b)
+            for t, d in zip(tensors, dims, strict=True)
+        ]
+        results.append(fn.apply(*static, *sample))
+    outs = tuple(torch.stack(column) for column in zip(*results, strict=True))
+    return outs, (0,) * len(outs)
+
+
 def _sequential_vmap(fn: type[torch.autograd.Function], n_static: int) -> Any:
     """A ``vmap`` rule that calls ``fn`` once per batch element and stacks."""
 
     def vmap(info: Any, in_dims: Sequence[int | None], *args: Any) -> Any:
         _check_batch(info)
-        static, tensors = args[:n_static], args[n_static:]
-        dims = in_dims[n_static:]
-        results = []
-        for b in range(info.batch_size):
-            sample = [
-                t if d is None else t.select(d, b)
-                for t, d in zip(tensors, dims, strict=True)
-            ]
-            results.append(fn.apply(*static, *sample))
-        outs = tuple(torch.stack(column) for column in zip(*results, strict=True))
-        return outs, (0,) * len(outs)
+        return _loop(
+            fn, args[:n_static], args[n_static:], in_dims[n_static:], info.batch_size
+        )
 
     return staticmethod(vmap)
+
+
+def _one_point_vmap(
+    fn: type[torch.autograd.Function], many: type[torch.autograd.Function]
+) -> Any:
+    """A ``vmap`` rule for VJP/JVP-like Functions ``(call, idx, paths, *xs, *vs)``.
+
+    When only the vectors ``vs`` are batched (one point, many rows: ``jacrev``,
+    ``jacfwd``), the batch goes to ``many`` in one call; a batch that is
+    already a ``many`` batch (``vmap`` of ``jacrev``) folds into it. A batch of
+    points loops.
+    """
+
+    def vmap(info: Any, in_dims: Sequence[int | None], *args: Any) -> Any:
+        _check_batch(info)
+        call: TesseractCall = args[0]
+        n = call.n_args
+        tensors, dims = args[3:], in_dims[3:]
+        if any(d is not None for d in dims[:n]):
+            return _loop(fn, args[:3], tensors, dims, info.batch_size)
+        size = info.batch_size
+        rows = fn is many  # these vectors already carry a batch of rows
+        vecs = []
+        for v, d in zip(tensors[n:], dims[n:], strict=True):
+            v = v.expand(size, *v.shape) if d is None else v.movedim(d, 0)
+            vecs.append(v.reshape(size * v.shape[1], *v.shape[2:]) if rows else v)
+        outs = many.apply(*args[:3], *tensors[:n], *vecs)
+        if rows:
+            outs = tuple(o.reshape(size, -1, *o.shape[1:]) for o in outs)
+        return tuple(outs), (0,) * len(outs)
+
+    return staticmethod(vmap)
+
+
+def _rows(
+    fn: type[torch.autograd.Function],
+    static: Sequence[Any],
+    before: Sequence[torch.Tensor],
+    batched: Sequence[torch.Tensor],
+    tail: Sequence[torch.Tensor] = (),
+) -> tuple[torch.Tensor, ...]:
+    """``fn(*static, *before, *row_b, *tail)`` for each row ``b`` of ``batched``, stacked."""
+    size = batched[0].shape[0]
+    results = [
+        fn.apply(*static, *before, *(v[b] for v in batched), *tail) for b in range(size)
+    ]
+    return tuple(torch.stack(column) for column in zip(*results, strict=True))
 
 
 class Apply(torch.autograd.Function):
     """``f(x)``: one ``apply`` call; returns the differentiable array outputs.
 
-    Arguments: ``(call, *xs)``. The non-differentiable outputs of the same call
-    are left in ``call.out_static``.
+    Arguments: ``(call, *xs)``. The call's flattened outputs (with the
+    non-differentiable ones) are kept in ``call.out``.
     """
 
     @staticmethod
@@ -169,7 +233,7 @@ class Apply(torch.autograd.Function):
     def vmap(
         info: Any, in_dims: Sequence[int | None], call: TesseractCall, *xs: torch.Tensor
     ) -> Any:
-        """One ``apply`` per batch element; static outputs are stacked in ``call``."""
+        """One ``apply`` per batch element; other outputs are stacked in ``call.out``."""
         _check_batch(info)
         samples = []
         results = []
@@ -186,162 +250,23 @@ class Apply(torch.autograd.Function):
         return outs, (0,) * len(outs)
 
 
-class VJP(torch.autograd.Function):
-    """``J(x)^T ct`` for the inputs ``in_idx``; ``ct`` given for ``out_paths``.
-
-    Arguments: ``(call, in_idx, out_paths, *xs, *cts)``; returns one gradient
-    per index of ``in_idx``, in the dtype and on the device of that input.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        call: TesseractCall,
-        in_idx: tuple[int, ...],
-        out_paths: tuple[str, ...],
-        *args: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        xs, cts = args[: call.n_args], args[call.n_args :]
-        ct = call.cotangents(out_paths, cts)
-        vjp_inputs = [call.paths[i] for i in in_idx]
-        result = call.endpoints.vjp(call.inputs(xs), vjp_inputs, list(ct), ct)
-        return tuple(
-            to_tensor(result[call.paths[i]], xs[i].device, numpy_dtype(xs[i].dtype))
-            for i in in_idx
-        )
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.call, ctx.in_idx, ctx.out_paths, *tensors = inputs
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
-        call: TesseractCall = ctx.call
-        n = call.n_args
-        saved = ctx.saved_tensors
-        xs, cts = saved[:n], saved[n:]
-        gx: list[Any] = [None] * n
-        gct: list[Any] = [None] * len(cts)
-        # The incoming gradient lives in the space of the inputs in_idx: it is
-        # the tangent direction of both second-order terms.
-        direction = [(ctx.in_idx[k], g) for k, g in _present(grads)]
-        if direction:
-            t_idx = tuple(i for i, _ in direction)
-            ts = [g for _, g in direction]
-            need_x = _needed(ctx, call, 3)
-            if need_x:
-                hx = VJPJVP.apply(call, need_x, ctx.out_paths, t_idx, *xs, *cts, *ts)
-                gx = _scatter(n, need_x, hx)
-            need_ct = tuple(
-                j for j in range(len(cts)) if ctx.needs_input_grad[3 + n + j]
-            )
-            if need_ct:
-                jt = JVP.apply(
-                    call, t_idx, tuple(ctx.out_paths[j] for j in need_ct), *xs, *ts
-                )
-                gct = _scatter(len(cts), need_ct, jt)
-        return (None, None, None, *gx, *gct)
-
-    @staticmethod
-    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        call: TesseractCall = ctx.call
-        n = call.n_args
-        saved = ctx.saved_tensors
-        xs, cts = saved[:n], saved[n:]
-        tx = [
-            (i, t) for i, t in _present(tangents[3 : 3 + n]) if call.differentiable[i]
-        ]
-        tct = _present(tangents[3 + n :])
-        terms = []
-        if tx:
-            t_idx = tuple(i for i, _ in tx)
-            terms.append(
-                VJPJVP.apply(
-                    call,
-                    ctx.in_idx,
-                    ctx.out_paths,
-                    t_idx,
-                    *xs,
-                    *cts,
-                    *(t for _, t in tx),
-                )
-            )
-        if tct:
-            paths = tuple(ctx.out_paths[j] for j, _ in tct)
-            terms.append(VJP.apply(call, ctx.in_idx, paths, *xs, *(t for _, t in tct)))
-        if not terms:
-            return tuple(torch.zeros_like(xs[i]) for i in ctx.in_idx)
-        return _sum(terms)
+def _vjp_result(
+    call: TesseractCall, in_idx: Sequence[int], xs: Sequence[torch.Tensor], result: Any
+) -> tuple[torch.Tensor, ...]:
+    """Endpoint results for the inputs ``in_idx`` as tensors like those inputs."""
+    return tuple(
+        to_tensor(result[call.paths[i]], xs[i].device, numpy_dtype(xs[i].dtype))
+        for i in in_idx
+    )
 
 
-class JVP(torch.autograd.Function):
-    """``J(x) t`` for the outputs ``out_paths``; ``t`` given for the inputs ``t_idx``.
-
-    Arguments: ``(call, t_idx, out_paths, *xs, *ts)``; returns one tangent per
-    output path, in the output's dtype, on the caller's device.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        call: TesseractCall,
-        t_idx: tuple[int, ...],
-        out_paths: tuple[str, ...],
-        *args: torch.Tensor,
-    ) -> tuple[torch.Tensor, ...]:
-        xs, ts = args[: call.n_args], args[call.n_args :]
-        t = call.tangents(t_idx, ts)
-        if not t:
-            return _zero_outputs(call, out_paths)
-        result = call.endpoints.jvp(call.inputs(xs), list(t), list(out_paths), t)
-        return tuple(
-            to_tensor(result[p], call.device, call.out_meta[p][1]) for p in out_paths
-        )
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.call, ctx.t_idx, ctx.out_paths, *tensors = inputs
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*tensors)
-        ctx.save_for_forward(*tensors)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
-        call: TesseractCall = ctx.call
-        n = call.n_args
-        saved = ctx.saved_tensors
-        xs, ts = saved[:n], saved[n:]
-        gx: list[Any] = [None] * n
-        gt: list[Any] = [None] * len(ts)
-        used = _present(grads)
-        if used:
-            paths = tuple(ctx.out_paths[j] for j, _ in used)
-            gs = [g for _, g in used]
-            need_x = _needed(ctx, call, 3)
-            if need_x:
-                hx = VJPJVP.apply(call, need_x, paths, ctx.t_idx, *xs, *gs, *ts)
-                gx = _scatter(n, need_x, hx)
-            need_t = tuple(k for k in range(len(ts)) if ctx.needs_input_grad[3 + n + k])
-            if need_t:
-                vt = VJP.apply(
-                    call, tuple(ctx.t_idx[k] for k in need_t), paths, *xs, *gs
-                )
-                gt = _scatter(len(ts), need_t, vt)
-        return (None, None, None, *gx, *gt)
-
-    @staticmethod
-    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        call: TesseractCall = ctx.call
-        n = call.n_args
-        xs = ctx.saved_tensors[:n]
-        if any(call.differentiable[i] for i, _ in _present(tangents[3 : 3 + n])):
-            raise NotImplementedError(_NO_FORWARD_OVER_FORWARD)
-        tt = _present(tangents[3 + n :])
-        if not tt:
-            return _zero_outputs(call, ctx.out_paths)
-        t_idx = tuple(ctx.t_idx[k] for k, _ in tt)
-        return JVP.apply(call, t_idx, ctx.out_paths, *xs, *(t for _, t in tt))
+def _jvp_result(
+    call: TesseractCall, out_paths: Sequence[str], result: Any
+) -> tuple[torch.Tensor, ...]:
+    """Endpoint results for ``out_paths`` as tensors in the outputs' dtypes."""
+    return tuple(
+        to_tensor(result[p], call.device, call.out_dtype(p)) for p in out_paths
+    )
 
 
 class VJPJVP(torch.autograd.Function):
@@ -362,16 +287,14 @@ class VJPJVP(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         n, m = call.n_args, len(out_paths)
         xs, cts, ts = args[:n], args[n : n + m], args[n + m :]
-        ct = call.cotangents(out_paths, cts)
-        t = call.tangents(t_idx, ts)
-        if not ct or not t:
-            return tuple(torch.zeros_like(xs[i]) for i in in_idx)
-        vjp_inputs = [call.paths[i] for i in in_idx]
-        result = call.endpoints.vjp_jvp(call.inputs(xs), vjp_inputs, list(ct), ct, t)
-        return tuple(
-            to_tensor(result[call.paths[i]], xs[i].device, numpy_dtype(xs[i].dtype))
-            for i in in_idx
+        result = call.endpoints.vjp_jvp(
+            call.inputs(xs),
+            [call.paths[i] for i in in_idx],
+            out_paths,
+            call.vectors(out_paths, cts),
+            call.vectors([call.paths[i] for i in t_idx], ts),
         )
+        return _vjp_result(call, in_idx, xs, result)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -386,14 +309,302 @@ class VJPJVP(torch.autograd.Function):
         raise NotImplementedError(_NO_THIRD_ORDER)
 
 
+def _second_order(
+    call: TesseractCall,
+    in_idx: tuple[int, ...],
+    out_paths: tuple[str, ...],
+    t_idx: tuple[int, ...],
+    xs: Sequence[torch.Tensor],
+    cts: Sequence[torch.Tensor],
+    ts: Sequence[torch.Tensor],
+    *,
+    rows: bool,
+    ts_rows: bool,
+    reduce: bool,
+) -> tuple[torch.Tensor, ...]:
+    """``VJPJVP(x, ct, t)``, or per row when the cotangents carry a batch of rows.
+
+    ``rows``: whether ``cts`` carry a leading batch of rows (in a ``*Many``
+    Function); ``ts_rows``: whether ``ts`` carry the same batch too (else one
+    ``t`` serves every row); ``reduce``: sum over the rows (a gradient with
+    respect to the shared ``x``).
+    """
+    static = (call, in_idx, out_paths, t_idx)
+    if not rows:
+        return VJPJVP.apply(*static, *xs, *cts, *ts)
+    per_row = _rows(
+        VJPJVP,
+        static,
+        xs,
+        [*cts, *ts] if ts_rows else list(cts),
+        ts if not ts_rows else (),
+    )
+    return tuple(h.sum(0) for h in per_row) if reduce else per_row
+
+
+def _vjp_function(many: bool) -> type[torch.autograd.Function]:
+    """The VJP Function (``many=False``) or its batch-of-rows twin (``many=True``)."""
+
+    class Function(torch.autograd.Function):
+        @staticmethod
+        def forward(  # type: ignore[override]
+            call: TesseractCall,
+            in_idx: tuple[int, ...],
+            out_paths: tuple[str, ...],
+            *args: torch.Tensor,
+        ) -> tuple[torch.Tensor, ...]:
+            xs, cts = args[: call.n_args], args[call.n_args :]
+            product = call.endpoints.vjp_many if many else call.endpoints.vjp
+            result = product(
+                call.inputs(xs),
+                [call.paths[i] for i in in_idx],
+                out_paths,
+                call.vectors(out_paths, cts),
+            )
+            return _vjp_result(call, in_idx, xs, result)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.call, ctx.in_idx, ctx.out_paths, *tensors = inputs
+            ctx.set_materialize_grads(False)
+            ctx.save_for_backward(*tensors)
+            ctx.save_for_forward(*tensors)
+
+        @staticmethod
+        def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+            call: TesseractCall = ctx.call
+            n = call.n_args
+            saved = ctx.saved_tensors
+            xs, cts = saved[:n], saved[n:]
+            gx: list[Any] = [None] * n
+            gct: list[Any] = [None] * len(cts)
+            # The incoming gradient lives in the space of the inputs in_idx: it is
+            # the tangent direction of both second-order terms.
+            direction = [(ctx.in_idx[k], g) for k, g in _present(grads)]
+            if direction:
+                t_idx = tuple(i for i, _ in direction)
+                ts = [g for _, g in direction]
+                need_x = _needed(ctx, call, 3)
+                if need_x:  # d/dx <g, J^T ct> = VJPJVP(x, ct, g), summed over rows
+                    hx = _second_order(
+                        call,
+                        need_x,
+                        ctx.out_paths,
+                        t_idx,
+                        xs,
+                        cts,
+                        ts,
+                        rows=many,
+                        ts_rows=True,
+                        reduce=True,
+                    )
+                    gx = _scatter(n, need_x, hx)
+                need_ct = tuple(
+                    j for j in range(len(cts)) if ctx.needs_input_grad[3 + n + j]
+                )
+                if need_ct:  # d/dct <g, J^T ct> = J g
+                    paths = tuple(ctx.out_paths[j] for j in need_ct)
+                    jt = (JVPMany if many else JVP).apply(call, t_idx, paths, *xs, *ts)
+                    gct = _scatter(len(cts), need_ct, jt)
+            return (None, None, None, *gx, *gct)
+
+        @staticmethod
+        def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+            call: TesseractCall = ctx.call
+            n = call.n_args
+            saved = ctx.saved_tensors
+            xs, cts = saved[:n], saved[n:]
+            tx = [
+                (i, t)
+                for i, t in _present(tangents[3 : 3 + n])
+                if call.differentiable[i]
+            ]
+            tct = _present(tangents[3 + n :])
+            terms = []
+            if tx:  # along x: VJPJVP(x, ct, tx)
+                t_idx = tuple(i for i, _ in tx)
+                terms.append(
+                    _second_order(
+                        call,
+                        ctx.in_idx,
+                        ctx.out_paths,
+                        t_idx,
+                        xs,
+                        cts,
+                        [t for _, t in tx],
+                        rows=many,
+                        ts_rows=False,
+                        reduce=False,
+                    )
+                )
+            if tct:  # along ct: linear, the same product of the tangent
+                paths = tuple(ctx.out_paths[j] for j, _ in tct)
+                terms.append(
+                    (VJPMany if many else VJP).apply(
+                        call, ctx.in_idx, paths, *xs, *(t for _, t in tct)
+                    )
+                )
+            if not terms:
+                lead = (cts[0].shape[0],) if many else ()
+                return tuple(
+                    torch.zeros(
+                        *lead, *xs[i].shape, dtype=xs[i].dtype, device=xs[i].device
+                    )
+                    for i in ctx.in_idx
+                )
+            return _sum(terms)
+
+    return Function
+
+
+def _jvp_function(many: bool) -> type[torch.autograd.Function]:
+    """The JVP Function (``many=False``) or its batch-of-rows twin (``many=True``)."""
+
+    class Function(torch.autograd.Function):
+        @staticmethod
+        def forward(  # type: ignore[override]
+            call: TesseractCall,
+            t_idx: tuple[int, ...],
+            out_paths: tuple[str, ...],
+            *args: torch.Tensor,
+        ) -> tuple[torch.Tensor, ...]:
+            xs, ts = args[: call.n_args], args[call.n_args :]
+            paths = [call.paths[i] for i in t_idx]
+            product = call.endpoints.jvp_many if many else call.endpoints.jvp
+            result = product(
+                call.inputs(xs),
+                paths,
+                out_paths,
+                call.vectors(paths, ts),
+                {p: call.out_shape(p) for p in out_paths},
+            )
+            return _jvp_result(call, out_paths, result)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.call, ctx.t_idx, ctx.out_paths, *tensors = inputs
+            ctx.set_materialize_grads(False)
+            ctx.save_for_backward(*tensors)
+            ctx.save_for_forward(*tensors)
+
+        @staticmethod
+        def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+            call: TesseractCall = ctx.call
+            n = call.n_args
+            saved = ctx.saved_tensors
+            xs, ts = saved[:n], saved[n:]
+            gx: list[Any] = [None] * n
+            gt: list[Any] = [None] * len(ts)
+            used = _present(grads)
+            if used:
+                paths = tuple(ctx.out_paths[j] for j, _ in used)
+                gs = [g for _, g in used]
+                need_x = _needed(ctx, call, 3)
+                if need_x:  # d/dx <g, J t> = VJPJVP(x, g, t), summed over rows
+                    hx = _second_order(
+                        call,
+                        need_x,
+                        paths,
+                        ctx.t_idx,
+                        xs,
+                        gs,
+                        ts,
+                        rows=many,
+                        ts_rows=True,
+                        reduce=True,
+                    )
+                    gx = _scatter(n, need_x, hx)
+                need_t = tuple(
+                    k for k in range(len(ts)) if ctx.needs_input_grad[3 + n + k]
+                )
+                if need_t:  # d/dt <g, J t> = J^T g
+                    vt = (VJPMany if many else VJP).apply(
+                        call, tuple(ctx.t_idx[k] for k in need_t), paths, *xs, *gs
+                    )
+                    gt = _scatter(len(ts), need_t, vt)
+            return (None, None, None, *gx, *gt)
+
+        @staticmethod
+        def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+            call: TesseractCall = ctx.call
+            n = call.n_args
+            xs = ctx.saved_tensors[:n]
+            if any(call.differentiable[i] for i, _ in _present(tangents[3 : 3 + n])):
+                raise NotImplementedError(_NO_FORWARD_OVER_FORWARD)
+            tt = _present(tangents[3 + n :])
+            if not tt:
+                zeros = _zero_outputs(call, ctx.out_paths)
+                if not many:
+                    return zeros
+                size = ctx.saved_tensors[n].shape[0]
+                return tuple(z.expand(size, *z.shape) for z in zeros)
+            t_idx = tuple(ctx.t_idx[k] for k, _ in tt)
+            return (JVPMany if many else JVP).apply(
+                call, t_idx, ctx.out_paths, *xs, *(t for _, t in tt)
+            )
+
+    return Function
+
+
+def _named(cls: type, name: str, doc: str) -> Any:
+    cls.__name__ = cls.__qualname__ = name
+    cls.__doc__ = doc
+    return cls
+
+
+VJP = _named(
+    _vjp_function(many=False),
+    "VJP",
+    """``J(x)^T ct`` for the inputs ``in_idx``; ``ct`` given for ``out_paths``.
+
+    Arguments: ``(call, in_idx, out_paths, *xs, *cts)``; returns one gradient
+    per index of ``in_idx``, in the dtype and on the device of that input.
+    """,
+)
+VJPMany = _named(
+    _vjp_function(many=True),
+    "VJPMany",
+    """``J(x)^T ct_b`` for each row ``b`` of the cotangents, at one point ``x``.
+
+    Arguments as :class:`VJP`, with a leading batch axis on every cotangent;
+    returns one ``(B, *x_i.shape)`` gradient per index of ``in_idx``. Made by
+    the ``vmap`` rule of :class:`VJP`; its rules are VJP's, row by row.
+    """,
+)
+JVP = _named(
+    _jvp_function(many=False),
+    "JVP",
+    """``J(x) t`` for the outputs ``out_paths``; ``t`` given for the inputs ``t_idx``.
+
+    Arguments: ``(call, t_idx, out_paths, *xs, *ts)``; returns one tangent per
+    output path, in the output's dtype, on the caller's device.
+    """,
+)
+JVPMany = _named(
+    _jvp_function(many=True),
+    "JVPMany",
+    """``J(x) t_b`` for each row ``b`` of the tangents, at one point ``x``.
+
+    Arguments as :class:`JVP`, with a leading batch axis on every tangent;
+    returns one ``(B, *out_shape)`` tangent per output path. Made by the
+    ``vmap`` rule of :class:`JVP`; its rules are JVP's, row by row.
+    """,
+)
+
+
 def _zero_outputs(
     call: TesseractCall, out_paths: Sequence[str]
 ) -> tuple[torch.Tensor, ...]:
     """Zero tangents for ``out_paths`` (shape and dtype of one sample's outputs)."""
-    return tuple(to_tensor(np.zeros(*call.out_meta[p]), call.device) for p in out_paths)
+    return tuple(
+        to_tensor(np.zeros(call.out_shape(p), call.out_dtype(p)), call.device)
+        for p in out_paths
+    )
 
 
-# The vmap rules refer to their own class, so they are attached once it exists.
-VJP.vmap = _sequential_vmap(VJP, 3)
-JVP.vmap = _sequential_vmap(JVP, 3)
+# The vmap rules refer to the classes, so they are attached once all exist.
+VJP.vmap = _one_point_vmap(VJP, VJPMany)
+VJPMany.vmap = _one_point_vmap(VJPMany, VJPMany)
+JVP.vmap = _one_point_vmap(JVP, JVPMany)
+JVPMany.vmap = _one_point_vmap(JVPMany, JVPMany)
 VJPJVP.vmap = _sequential_vmap(VJPJVP, 4)
