@@ -235,10 +235,10 @@ class FiniteDifferenceTesseract(ClientWrapper):
         except _TRANSIENT as exc:
             url = url_of(self.wrapped)
             kept = (
-                f"every finished evaluation is in the cache at {str(self.cache.directory)!r}, "
+                f"Every finished evaluation is in the cache at {str(self.cache.directory)!r}, "
                 "so a rerun makes only the missing calls"
                 if self.cache is not None
-                else "pass cache=DIR to keep finished evaluations across such failures"
+                else "Pass cache=DIR to keep finished evaluations across such failures"
             )
             raise TesseractConnectionError(
                 f"apply at {url or 'the Tesseract'}: connection lost during a finite-difference "
