@@ -486,19 +486,15 @@ class Endpoints:
         jac = self.jacobian(flat, ins, jvp_outputs, output_shapes)
         result = {}
         for o in jvp_outputs:
-            blocks = {p: np.asarray(jac[o][p]) for p in ins}
-            in_size = {p: math.prod(flat[p].shape) for p in ins}
-            out_shape = (
-                tuple(output_shapes[o])
-                if output_shapes is not None
-                else blocks[ins[0]].shape[
-                    : blocks[ins[0]].ndim - len(flat[ins[0]].shape)
-                ]
-            )
+            if output_shapes is not None:
+                out_shape = tuple(output_shapes[o])
+            else:  # the block's leading axes, before the first input's shape
+                first = np.shape(jac[o][ins[0]])
+                out_shape = first[: len(first) - len(flat[ins[0]].shape)]
             total = np.zeros((batch, math.prod(out_shape)))
             for p in ins:
-                block = _block(blocks[p], out_shape, flat[p].shape, o, p)
-                total += ts[p].reshape(batch, -1) @ block.reshape(-1, in_size[p]).T
+                block = _block(jac[o][p], out_shape, flat[p].shape, o, p)
+                total += ts[p].reshape(batch, -1) @ block.reshape(total.shape[1], -1).T
             result[o] = total.reshape((batch, *out_shape)).astype(self.output_dtype(o))
         return result
 
