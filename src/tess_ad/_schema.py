@@ -221,20 +221,24 @@ class FlatTree(Mapping[str, Leaf]):
         """
         updates = updates or {}
         self.check_paths(list(updates), "unflatten")
-        leaves = self._leaves
+        return _build(self._treedef, updates, self._leaves)
 
-        def build(node: Any) -> Any:
-            if isinstance(node, _Slot):
-                if node.path in updates:
-                    return updates[node.path]
-                return leaves[node.path].value
-            if isinstance(node, dict):
-                return {k: build(v) for k, v in node.items()}
-            if isinstance(node, tuple):
-                return tuple(build(v) for v in node)
-            return [build(v) for v in node]
 
-        return build(self._treedef)
+def _build(node: Any, updates: Mapping[str, Any], leaves: Mapping[str, Leaf]) -> Any:
+    """The nested tree of a tree definition, with ``updates`` put in.
+
+    Module-level on purpose: a recursive closure is a reference cycle, which
+    kept every rebuilt tree's arrays alive until the garbage collector ran.
+    """
+    if isinstance(node, _Slot):
+        if node.path in updates:
+            return updates[node.path]
+        return leaves[node.path].value
+    if isinstance(node, dict):
+        return {k: _build(v, updates, leaves) for k, v in node.items()}
+    if isinstance(node, tuple):
+        return tuple(_build(v, updates, leaves) for v in node)
+    return [_build(v, updates, leaves) for v in node]
 
 
 def _unknown_path_message(path: str, known: Mapping[str, Any]) -> str:
