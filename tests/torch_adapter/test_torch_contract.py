@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +290,49 @@ def test_cuda_round_trip(local_tesseract):
         rtol=1e-12,
         atol=0,
     )
+
+
+class _PassThroughClient:
+    """A client that calls the aliasing Tesseract's functions with no validation.
+
+    tesseract-core's clients validate (and so copy) every input and output; a
+    client of one's own that satisfies tess_ad's ``TesseractClient`` protocol
+    (``apply``, ``openapi_schema``, the endpoints the schema lists) need not, so
+    what it returns can be the very arrays it was given.
+    """
+
+    def __init__(self, tesseract):
+        self.openapi_schema = tesseract.openapi_schema
+
+    def apply(self, inputs, run_id=None):
+        return {"same": inputs["x"], "again": inputs["x"]}
+
+    def vector_jacobian_product(
+        self, inputs, vjp_inputs, vjp_outputs, cotangent_vector
+    ):
+        if list(vjp_outputs) == ["same"]:
+            return {"x": cotangent_vector["same"]}  # the cotangent itself
+        return {"x": sum(cotangent_vector[o] for o in vjp_outputs)}
+
+
+def test_results_never_share_memory_with_inputs_or_each_other():
+    """Results are shared without a copy only when nothing else holds their memory.
+
+    A client whose apply returns its input (twice) and whose VJP returns the
+    cotangent it was given: every tensor tess_ad hands back must own memory no
+    one else writes to, so an in-place update of one changes nothing else.
+    """
+    from tesseract_core import Tesseract
+
+    api = Path(__file__).parent / "tesseracts" / "aliasing" / "tesseract_api.py"
+    t = _PassThroughClient(Tesseract.from_tesseract_api(str(api)))
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    out = apply_tesseract(t, {"x": x})
+    with torch.no_grad():
+        out["same"].add_(10.0)
+    torch.testing.assert_close(x.detach(), torch.tensor([1.0, 2.0, 3.0], dtype=F64))
+    torch.testing.assert_close(out["again"].detach(), x.detach())
+    ct = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    (g,) = torch.autograd.grad(out["same"], x, ct)
+    g.mul_(0.0)
+    torch.testing.assert_close(ct, torch.tensor([0.5, -1.0, 2.0], dtype=F64))

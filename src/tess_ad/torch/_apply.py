@@ -124,7 +124,12 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         outputs = Apply.apply(call, *tensors)
     else:
         out_flat = call.record(endpoints.apply(flat))
-        outputs = tuple(to_tensor(out_flat[p].value, device) for p in call.out_paths)
+        outputs = tuple(
+            to_tensor(
+                out_flat[p].value, device, avoid=[leaf.value for leaf in flat.values()]
+            )
+            for p in call.out_paths
+        )
     return call.output_tree(outputs)
 
 

@@ -7,13 +7,15 @@ guaranteed to be a plain, storage-backed tensor: ``torch.func`` transforms
 before its ``forward`` runs, while anywhere else a tensor may be a functorch
 wrapper that has no data to read.
 
-Results always come back as fresh, writable tensors (a NumPy array returned by
-an in-process Tesseract may alias one of its inputs, or be read-only after
-decoding), on the device the caller's tensors live on.
+Results come back as writable tensors that no one else writes to, on the
+device the caller's tensors live on: an endpoint's fresh NumPy result is
+shared (no copy, as ``torch.as_tensor`` does), one that may alias the call's
+inputs or is read-only after decoding is copied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,19 +44,41 @@ def to_numpy(tensor: torch.Tensor, *, array: bool = True) -> Any:
 
 
 def to_tensor(
-    value: Any, device: torch.device, dtype: np.dtype | None = None
+    value: Any,
+    device: torch.device,
+    dtype: np.dtype | None = None,
+    avoid: Sequence[Any] = (),
 ) -> torch.Tensor:
-    """A Tesseract result (NumPy array or scalar) as a new tensor on ``device``.
+    """A Tesseract result (NumPy array or scalar) as a tensor on ``device``.
+
+    The tensor shares the result's memory when that is safe, as
+    ``torch.as_tensor`` (and tesseract-torch) would: a writable NumPy array
+    that shares no memory with any array of ``avoid`` (the inputs the
+    Tesseract was called with: a Tesseract may return an input, or a view of
+    one, as an output). Otherwise, and for read-only results (decoded from
+    HTTP), it is copied, so the tensor always owns writable memory no one else
+    writes to.
 
     Args:
         value: An array-like result of an endpoint.
         device: Where the caller's tensors live.
         dtype: Cast to this NumPy dtype first, if given.
+        avoid: Arrays the result must not share memory with.
 
     Returns:
-        A tensor that owns its memory.
+        A CPU tensor sharing or owning its memory, or a copy on ``device``.
     """
-    arr = np.array(value, dtype=dtype, copy=True, order="C")
+    arr = np.asarray(value, dtype=dtype)
+    shared = (
+        isinstance(value, np.ndarray)
+        and arr.flags.writeable
+        and arr.flags.c_contiguous
+        and not any(
+            isinstance(a, np.ndarray) and np.may_share_memory(arr, a) for a in avoid
+        )
+    )
+    if not shared:
+        arr = np.array(arr, copy=True, order="C")
     tensor = torch.from_numpy(arr)
     return tensor if device.type == "cpu" else tensor.to(device)
 

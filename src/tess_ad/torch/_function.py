@@ -49,7 +49,7 @@ Why this shape:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -195,8 +195,14 @@ class Apply(torch.autograd.Function):
 
     @staticmethod
     def forward(call: TesseractCall, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        flat = call.record(call.endpoints.apply(call.inputs(xs)))
-        return tuple(to_tensor(flat[p].value, call.device) for p in call.out_paths)
+        inputs = call.inputs(xs)
+        flat = call.record(call.endpoints.apply(inputs))
+        return _tensors(
+            [flat[p].value for p in call.out_paths],
+            [call.device] * len(call.out_paths),
+            [None] * len(call.out_paths),
+            _arrays(inputs),
+        )
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -250,22 +256,53 @@ class Apply(torch.autograd.Function):
         return outs, (0,) * len(outs)
 
 
+def _arrays(inputs: Any, *vectors: Mapping[str, Any]) -> list[Any]:
+    """The arrays an endpoint was given: its results must not share their memory."""
+    found = [leaf.value for leaf in inputs.values() if leaf.is_array]
+    for v in vectors:
+        found.extend(v.values())
+    return found
+
+
+def _tensors(
+    values: Sequence[Any],
+    devices: Sequence[torch.device],
+    dtypes: Sequence[np.dtype | None],
+    avoid: list[Any],
+) -> tuple[torch.Tensor, ...]:
+    """Endpoint results as tensors; none shares memory with ``avoid`` or another."""
+    out = []
+    for value, device, dtype in zip(values, devices, dtypes, strict=True):
+        out.append(to_tensor(value, device, dtype, avoid))
+        avoid.append(value)
+    return tuple(out)
+
+
 def _vjp_result(
-    call: TesseractCall, in_idx: Sequence[int], xs: Sequence[torch.Tensor], result: Any
+    call: TesseractCall,
+    in_idx: Sequence[int],
+    xs: Sequence[torch.Tensor],
+    result: Any,
+    avoid: list[Any],
 ) -> tuple[torch.Tensor, ...]:
     """Endpoint results for the inputs ``in_idx`` as tensors like those inputs."""
-    return tuple(
-        to_tensor(result[call.paths[i]], xs[i].device, numpy_dtype(xs[i].dtype))
-        for i in in_idx
+    return _tensors(
+        [result[call.paths[i]] for i in in_idx],
+        [xs[i].device for i in in_idx],
+        [numpy_dtype(xs[i].dtype) for i in in_idx],
+        avoid,
     )
 
 
 def _jvp_result(
-    call: TesseractCall, out_paths: Sequence[str], result: Any
+    call: TesseractCall, out_paths: Sequence[str], result: Any, avoid: list[Any]
 ) -> tuple[torch.Tensor, ...]:
     """Endpoint results for ``out_paths`` as tensors in the outputs' dtypes."""
-    return tuple(
-        to_tensor(result[p], call.device, call.out_dtype(p)) for p in out_paths
+    return _tensors(
+        [result[p] for p in out_paths],
+        [call.device] * len(out_paths),
+        [call.out_dtype(p) for p in out_paths],
+        avoid,
     )
 
 
@@ -287,14 +324,13 @@ class VJPJVP(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         n, m = call.n_args, len(out_paths)
         xs, cts, ts = args[:n], args[n : n + m], args[n + m :]
+        inputs = call.inputs(xs)
+        ct = call.vectors(out_paths, cts)
+        t = call.vectors([call.paths[i] for i in t_idx], ts)
         result = call.endpoints.vjp_jvp(
-            call.inputs(xs),
-            [call.paths[i] for i in in_idx],
-            out_paths,
-            call.vectors(out_paths, cts),
-            call.vectors([call.paths[i] for i in t_idx], ts),
+            inputs, [call.paths[i] for i in in_idx], out_paths, ct, t
         )
-        return _vjp_result(call, in_idx, xs, result)
+        return _vjp_result(call, in_idx, xs, result, _arrays(inputs, ct, t))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -355,13 +391,10 @@ def _vjp_function(many: bool) -> type[torch.autograd.Function]:
         ) -> tuple[torch.Tensor, ...]:
             xs, cts = args[: call.n_args], args[call.n_args :]
             product = call.endpoints.vjp_many if many else call.endpoints.vjp
-            result = product(
-                call.inputs(xs),
-                [call.paths[i] for i in in_idx],
-                out_paths,
-                call.vectors(out_paths, cts),
-            )
-            return _vjp_result(call, in_idx, xs, result)
+            inputs = call.inputs(xs)
+            ct = call.vectors(out_paths, cts)
+            result = product(inputs, [call.paths[i] for i in in_idx], out_paths, ct)
+            return _vjp_result(call, in_idx, xs, result, _arrays(inputs, ct))
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -471,14 +504,11 @@ def _jvp_function(many: bool) -> type[torch.autograd.Function]:
             xs, ts = args[: call.n_args], args[call.n_args :]
             paths = [call.paths[i] for i in t_idx]
             product = call.endpoints.jvp_many if many else call.endpoints.jvp
-            result = product(
-                call.inputs(xs),
-                paths,
-                out_paths,
-                call.vectors(paths, ts),
-                {p: call.out_shape(p) for p in out_paths},
-            )
-            return _jvp_result(call, out_paths, result)
+            inputs = call.inputs(xs)
+            t = call.vectors(paths, ts)
+            shapes = {p: call.out_shape(p) for p in out_paths}
+            result = product(inputs, paths, out_paths, t, shapes)
+            return _jvp_result(call, out_paths, result, _arrays(inputs, t))
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
