@@ -5,6 +5,7 @@ schema-leaf pytree and the finite-difference machinery. The adapters live in
 ``tess_ad.jax`` and ``tess_ad.torch`` and are imported explicitly.
 """
 
+from ._cache import CacheCorruptionWarning as CacheCorruptionWarning
 from ._dropin import finite_difference_jacobian as finite_difference_jacobian
 from ._dropin import finite_difference_jvp as finite_difference_jvp
 from ._dropin import finite_difference_vjp as finite_difference_vjp
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArraySpec",
+    "CacheCorruptionWarning",
     "FDNonFiniteError",
     "FlatTree",
     "Leaf",
@@ -42,3 +44,8 @@ __all__ = [
     "with_finite_differences",
     "with_retries",
 ]
+
+# Tracebacks name the exceptions tess_ad.X, not tess_ad._module.X.
+from ._public import show_as_public as _show_as_public
+
+_show_as_public(globals(), __all__)
