@@ -32,6 +32,7 @@ import numpy as np
 
 from ._cache import EvaluationCache
 from ._fd import Flat, Plan
+from ._runtime import require_runtime
 
 __all__ = ["FlatFunction", "remote_target", "run_plan"]
 
@@ -276,6 +277,8 @@ def remote_apply(target: tuple[str, str], inputs: Mapping[str, Any]) -> dict:
             from tesseract_core import Tesseract
 
             kind, where = target
+            if kind != "url":
+                require_runtime(f"loading {where} on a dask worker")
             client = (
                 Tesseract.from_url(where)
                 if kind == "url"
