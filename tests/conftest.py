@@ -41,13 +41,17 @@ def _remove_run_folders():
 
 # The slow tier (`pytest -m slow`; `bash dev/test.sh` and CI run both tiers): long
 # loops, notebooks, and the costly corners of cross products. Every entry names
-# what keeps its behaviour covered in the default tier. `*` matches any text;
+# what keeps its behaviour covered in the default tier, or says that only this
+# tier checks it. `*` matches any text;
 # node ids are relative to the repository root.
 SLOW = {
     "tests/test_notebooks.py::test_notebook_runs_and_matches_committed_outputs[*]": "notebooks (marked in place); their code paths are the adapters' tests",
     "tests/test_cli.py::test_every_example_passes[sleepy]": "sleeps 40 ms per apply; the other examples pass in the default tier",
     "tests/test_cli.py::test_installed_script_runs": "a fresh interpreter importing jax and torch; in-process CLI tests cover check",
-    "tests/test_memory.py::test_memory_stays_flat[*]": "2,000 calls each; test_the_check_catches_a_leak keeps the measurement honest",
+    "tests/test_memory.py::test_memory_stays_flat[*]": "2,000 calls each; memory growth is checked in this tier only",
+    "tests/test_memory.py::test_the_check_catches_a_leak": "the control of the memory checks (2,000 calls), beside them",
+    "tests/torch_adapter/test_torch_contract.py::test_import_tess_ad_does_not_load_torch": "a fresh interpreter; test_core_imports checks import tess_ad by default",
+    "tests/jax_adapter/test_jax_dtypes.py::test_import_tess_ad_does_not_load_jax": "a fresh interpreter; test_core_imports checks import tess_ad by default",
     "tests/test_concurrency.py::test_threads_served_four_workers_match_serial[*]": "8 threads x 50 steps on a 4-worker server; in-process threads stay default",
     "tests/test_concurrency.py::test_threads_in_process_match_serial[jax-eager]": "jax-jit and torch stay in the default tier",
     "tests/test_concurrency.py::test_threads_through_finite_differences_match_serial[*]": "threads over FD sweeps; in-process threads and FD executors stay default",
