@@ -16,15 +16,16 @@
 #             checked by tests/test_install.py
 #   py312     newest JAX and tesseract-jax on Python 3.12: core and JAX suites
 #   py310     Python 3.10 (the lower bound): install and a smoke run
+#   py313     Python 3.13 (the newest supported): install and the same smoke run
 #
 # TESS_AD_STAGES="fast mypy" runs only the named stages. The other Pythons are
-# found through pyenv (PY312, PY310 override); when one is missing the stage
+# found through pyenv (PY312, PY310, PY313 override); when one is missing the stage
 # fails, unless TESS_AD_SKIP_OTHER_PYTHONS=1 says to skip it (printed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-STAGES=${TESS_AD_STAGES:-"lint fast slow doctest mypy docs check extras py312 py310"}
+STAGES=${TESS_AD_STAGES:-"lint fast slow doctest mypy docs check extras py312 py310 py313"}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tess_ad_dev_test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -168,18 +169,25 @@ py312() {
         -p no:cacheprovider "${NEEDS_TORCH[@]}")
 }
 
-py310() {
-    local python
-    python=$(other_python 3.10 "${PY310:-}") || return 1
+# A smoke run (install, then the core and a slice of the JAX adapter) on
+# another Python: smoke VERSION OVERRIDE. pip resolves what that Python gets
+# (on 3.10: jax 0.6, numpy 2.2).
+smoke() {
+    local version=$1 python venv
+    python=$(other_python "$version" "$2") || return 1
     [ -n "$python" ] || return 0
-    new_venv "$WORK/py310" "$python" -e "$ROOT[jax,runtime,test]" || return 1
-    versions "$WORK/py310/bin/python"
-    # smoke: the core, the CLI's loader, and the JAX adapter's public API
-    (cd "$ROOT" && "$WORK/py310/bin/python" -m pytest -p no:cacheprovider \
-        tests/test_paths.py tests/test_schema.py tests/test_fd.py \
-        tests/test_core_imports.py tests/jax_adapter/test_jax_transforms.py \
-        "${NEEDS_TORCH[@]}")
+    venv="$WORK/py${version//./}"
+    new_venv "$venv" "$python" -e "$ROOT[jax,runtime,test]" || return 1
+    versions "$venv/bin/python"
+    (cd "$ROOT" && "$venv/bin/python" -m pytest -p no:cacheprovider \
+        tests/test_paths.py tests/test_fd.py tests/test_core_imports.py \
+        tests/jax_adapter/test_jax_module.py tests/jax_adapter/test_jax_outputs.py \
+        tests/jax_adapter/test_jax_counts.py "${NEEDS_TORCH[@]}")
 }
+
+py310() { smoke 3.10 "${PY310:-}"; }
+
+py313() { smoke 3.13 "${PY313:-}"; }
 
 stage lint lint
 stage fast fast
@@ -191,6 +199,7 @@ stage check check
 stage extras extras
 stage py312 py312
 stage py310 py310
+stage py313 py313
 
 echo
 echo "=== dev/test.sh summary ==="
