@@ -66,9 +66,23 @@ _SLOW = [re.compile(re.escape(p).replace(r"\*", ".*") + "$") for p in SLOW]
 
 
 def pytest_collection_modifyitems(config, items):
+    matched = set()
     for item in items:
-        if any(p.match(item.nodeid) for p in _SLOW):
+        hits = {i for i, p in enumerate(_SLOW) if p.match(item.nodeid)}
+        if hits:
             item.add_marker(pytest.mark.slow)
+            matched |= hits
+    # A renamed test would silently leave the slow tier: when the whole suite is
+    # collected, every entry of SLOW must name at least one test.
+    whole_suite = (
+        [Path(a).resolve() for a in config.args] == [Path(__file__).parent]
+        and not config.getoption("ignore")
+        and not config.getoption("ignore_glob")
+        and not config.getoption("deselect")
+    )
+    stale = [p for i, p in enumerate(SLOW) if i not in matched]
+    if whole_suite and stale:
+        raise pytest.UsageError(f"tests/conftest.py SLOW names no test: {stale}")
 
 
 @pytest.fixture(autouse=True, scope="session")
