@@ -50,10 +50,11 @@ stage() {
     echo "=== [$name] done in ${secs} s, exit $rc, $(date +%T) ==="
 }
 
-pyenv_python() { # pyenv_python VERSION: the interpreter, or nothing
+pyenv_python() { # pyenv_python 3.12: the newest pyenv 3.12.x interpreter, or nothing
     local root
-    root=$(pyenv root 2>/dev/null) || return 0
-    [ -x "$root/versions/$1/bin/python" ] && echo "$root/versions/$1/bin/python"
+    root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+    find "$root/versions" -maxdepth 3 -path "$root/versions/$1.*/bin/python" 2>/dev/null |
+        sort -V | tail -n 1
 }
 
 # A fresh venv: new_venv DIR PYTHON PIP-ARGS...; pip's output goes to DIR.log.
