@@ -37,7 +37,12 @@ t = Tesseract.from_url(sys.argv[1])
 def loss(x):
     return tess_ad.jax.apply_tesseract(t, {"x": x, "a": 1.0, "b": 100.0})["loss"]
 g = jax.jit(jax.grad(loss))(jnp.array([0.5, 1.5]))
-print(json.dumps({"present": present, "grad": g.tolist(), "dtype": str(g.dtype)}))
+try:
+    import tess_ad.torch
+    other = "imported"
+except ImportError as exc:
+    other = str(exc)
+print(json.dumps({"present": present, "grad": g.tolist(), "dtype": str(g.dtype), "other": other}))
 """
 
 TORCH_SCRIPT = """
@@ -49,7 +54,12 @@ import tess_ad.torch
 t = Tesseract.from_url(sys.argv[1])
 x = torch.tensor([0.5, 1.5], dtype=torch.float64, requires_grad=True)
 tess_ad.torch.apply_tesseract(t, {"x": x, "a": 1.0, "b": 100.0})["loss"].backward()
-print(json.dumps({"present": present, "grad": x.grad.tolist(), "dtype": str(x.grad.dtype)}))
+try:
+    import tess_ad.jax
+    other = "imported"
+except ImportError as exc:
+    other = str(exc)
+print(json.dumps({"present": present, "grad": x.grad.tolist(), "dtype": str(x.grad.dtype), "other": other}))
 """
 
 
@@ -80,6 +90,10 @@ def test_jax_adapter_works_without_torch(rosenbrock_url):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["present"] == [], "the jax-only environment has torch installed"
     assert result["grad"] == EXPECTED_GRADIENT and result["dtype"] == "float64"
+    # the other adapter names the extra that installs its framework
+    assert result["other"] == (
+        "tess_ad.torch: torch not installed. Install with: pip install 'tess-ad[torch]'"
+    )
 
 
 @pytest.mark.skipif(
@@ -91,6 +105,10 @@ def test_torch_adapter_works_without_jax(rosenbrock_url):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["present"] == [], "the torch-only environment has jax installed"
     assert result["grad"] == EXPECTED_GRADIENT and result["dtype"] == "torch.float64"
+    assert result["other"] == (
+        "tess_ad.jax: jax and equinox not installed. "
+        "Install with: pip install 'tess-ad[jax]'"
+    )
 
 
 @pytest.mark.skipif(

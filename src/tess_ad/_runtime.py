@@ -14,7 +14,12 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-__all__ = ["RUNTIME_EXTRA", "missing_runtime_packages", "require_runtime"]
+__all__ = [
+    "RUNTIME_EXTRA",
+    "missing_runtime_packages",
+    "require_modules",
+    "require_runtime",
+]
 
 RUNTIME_EXTRA = "pip install 'tess-ad[runtime]'"
 
@@ -55,4 +60,25 @@ def require_runtime(what: str) -> None:
             f"{what} needs tesseract-core's runtime, which is not installed "
             f"(missing: {', '.join(missing)}). Install it with: {RUNTIME_EXTRA}. "
             "A served Tesseract (Tesseract.from_url) needs only the client."
+        )
+
+
+def require_modules(what: str, modules: tuple[str, ...], extra: str) -> None:
+    """Raise an ``ImportError`` naming the extra to install when a module is missing.
+
+    Args:
+        what: What needs the modules, for the message (``"tess_ad.jax"``).
+        modules: Top-level module names, looked up without importing them.
+        extra: The extra of tess_ad that installs them.
+
+    Raises:
+        ImportError: If one of ``modules`` is not installed.
+    """
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"{what}: {' and '.join(missing)} not installed. "
+            f"Install with: pip install 'tess-ad[{extra}]'"
         )

@@ -6,6 +6,7 @@ layer. Every derivative number comes from ``tess_ad._endpoints.Endpoints``
 (the same calls the PyTorch adapter makes), never from this package.
 """
 
+from . import _requires  # noqa: F401 - first: names the extra when the framework is missing
 from ._apply import apply_tesseract as apply_tesseract
 from ._module import TesseractModule as TesseractModule
 
