@@ -23,7 +23,6 @@ def check(*args):
     return runner.invoke(app, ["check", *map(str, args)], catch_exceptions=False)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLE_DIRS)
 def test_every_example_passes(name):
     result = check(EXAMPLES / name, "--json")

@@ -50,3 +50,8 @@ __all__ = [
     "with_finite_differences",
     "with_retries",
 ]
+
+# Tracebacks name the exceptions tess_ad.X, not tess_ad._module.X.
+from ._public import show_as_public as _show_as_public
+
+_show_as_public(globals(), __all__)

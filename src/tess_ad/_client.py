@@ -27,6 +27,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol, runtime_checkable
 
+from ._runtime import require_runtime
+
 __all__ = [
     "ABSTRACT_EVAL",
     "APPLY",
@@ -153,6 +155,8 @@ def client_for(target: tuple[str, str]) -> Any:
             from tesseract_core import Tesseract
 
             kind, where = target
+            if kind != "url":
+                require_runtime(f"loading {where} on a dask worker")
             client = (
                 Tesseract.from_url(where)
                 if kind == "url"

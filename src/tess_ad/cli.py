@@ -42,6 +42,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._client import ENDPOINTS, ClientWrapper, endpoint_label
@@ -49,6 +50,7 @@ from ._endpoints import Endpoints
 from ._fd import ACCURACY, METHODS
 from ._paths import get_at_path
 from ._proxy import with_finite_differences
+from ._runtime import require_runtime
 from ._schema import as_numpy, tesseract_schema
 
 app = typer.Typer(
@@ -111,6 +113,10 @@ def load_target(target: str) -> tuple[Any, Path | None]:
         raise CheckError(
             f"{target}: no such tesseract_api.py (give a tesseract_api.py, a folder holding one, or an http:// URL)"
         )
+    try:
+        require_runtime(f"loading {path} in-process")
+    except ImportError as exc:
+        raise CheckError(str(exc)) from exc
     try:
         return Tesseract.from_tesseract_api(str(path)), path.parent
     except Exception as exc:
@@ -599,7 +605,7 @@ def check(
         if debug:
             traceback.print_exc()
         Console(stderr=True).print(
-            f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True
+            f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(2) from None
     if as_json:

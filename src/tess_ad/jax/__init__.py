@@ -8,6 +8,7 @@ same calls the PyTorch adapter makes), never from this package.
 cannot be known before it runs.
 """
 
+from . import _requires  # noqa: F401 - first: names the extra when the framework is missing
 from ._apply import apply_tesseract as apply_tesseract
 from ._module import TesseractModule as TesseractModule
 from ._spec import OutputShapeError as OutputShapeError

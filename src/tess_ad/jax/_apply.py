@@ -110,6 +110,7 @@ def apply_tesseract(
 
     Example:
         >>> import jax, jax.numpy as jnp
+        >>> jax.config.update("jax_enable_x64", True)  # else float64 outputs come back as float32
         >>> from tesseract_core import Tesseract
         >>> from tess_ad.jax import apply_tesseract
         >>> t = Tesseract.from_tesseract_api("examples/rosenbrock/tesseract_api.py")

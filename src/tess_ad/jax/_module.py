@@ -25,7 +25,8 @@ class TesseractModule(eqx.Module):
         materialize_jacobian: Passed to :func:`apply_tesseract`.
 
     Example:
-        >>> import equinox as eqx, jax.numpy as jnp
+        >>> import equinox as eqx, jax, jax.numpy as jnp
+        >>> jax.config.update("jax_enable_x64", True)  # else float64 outputs come back as float32
         >>> from tesseract_core import Tesseract
         >>> from tess_ad.jax import TesseractModule
         >>> t = Tesseract.from_tesseract_api("examples/rosenbrock/tesseract_api.py")

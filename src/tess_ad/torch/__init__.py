@@ -7,6 +7,7 @@ derivative comes from the core's one numeric layer, the same calls the JAX
 adapter makes, so both frameworks give the same numbers.
 """
 
+from . import _requires  # noqa: F401 - first: names the extra when the framework is missing
 from ._apply import apply_tesseract as apply_tesseract
 
 __all__ = ["apply_tesseract"]
