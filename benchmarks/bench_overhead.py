@@ -3,11 +3,14 @@
 One gradient step of ``benchmarks/tesseracts/quadratic`` (O(n) endpoints, so
 what is measured is the calls and the data passes, not the maths), for
 n = 4, 1e3 and 1e6 float64 elements, in-process and served over HTTP
-(``tesseract-runtime serve`` on a free loopback port, one worker). Seven ways,
+(``tesseract-runtime serve`` on a free loopback port, one worker). Eight ways,
 all timed in one interleaved run:
 
 * direct:           ``apply`` + ``vector_jacobian_product`` of ``loss`` called
                     by hand on NumPy arrays (what a minimal gradient step costs);
+* jax only:         eager ``jax.grad`` of the same loss written in ``jax.numpy``,
+                    no Tesseract: JAX's own per-grad machinery, which every eager
+                    JAX adapter pays on top of the endpoint calls (the "floor");
 * JAX eager:        ``jax.grad`` of ``loss`` through ``tess_ad.jax`` and through
                     ``tesseract_jax`` (the gradient only; the value is not used);
 * JAX ``jit``:      the same two, compiled once before timing (both drop the
@@ -89,9 +92,10 @@ API = HERE / "tesseracts" / "quadratic" / "tesseract_api.py"
 SIZES = (4, 1_000, 1_000_000)
 W = 2.0
 
-WAYS = ("direct", "ta jax", "tj", "ta jax jit", "tj jit", "ta torch", "tt")
+WAYS = ("direct", "jax only", "ta jax", "tj", "ta jax jit", "tj jit", "ta torch", "tt")
 LABELS = {
     "direct": "direct endpoint calls",
+    "jax only": "eager jax.grad of the same loss in jax.numpy",
     "ta jax": "tess_ad.jax, eager jax.grad",
     "tj": "tesseract-jax, eager jax.grad",
     "ta jax jit": "tess_ad.jax, jit(jax.grad)",
@@ -101,7 +105,7 @@ LABELS = {
 }
 
 
-# -- the seven ways of taking one gradient step ------------------------------
+# -- the eight ways of taking one gradient step ------------------------------
 
 
 def steps(client, n: int) -> dict[str, Callable[[], object]]:
@@ -120,6 +124,9 @@ def steps(client, n: int) -> dict[str, Callable[[], object]]:
         return jax.grad(lambda x: apply(client, {"x": x, "w": W})["loss"])
 
     x_jax = jnp.asarray(x_np)
+    # JAX's own eager grad machinery, no Tesseract: an eager adapter costs at
+    # least the direct calls plus this (the "floor" column)
+    jax_only = jax.grad(lambda x: 0.5 * W * jnp.sum(x**2))
     ta, tj = (
         jax_grad(tess_ad.jax.apply_tesseract),
         jax_grad(tesseract_jax.apply_tesseract),
@@ -140,6 +147,7 @@ def steps(client, n: int) -> dict[str, Callable[[], object]]:
 
     return {
         "direct": direct,
+        "jax only": lambda: jax.block_until_ready(jax_only(x_jax)),
         "ta jax": lambda: jax.block_until_ready(ta(x_jax)),
         "tj": lambda: jax.block_until_ready(tj(x_jax)),
         "ta jax jit": lambda: jax.block_until_ready(ta_jit(x_jax)),
@@ -212,6 +220,13 @@ def median_ratio(rounds: list[dict[str, float]], a: str, b: str) -> str:
     if a not in rounds[0] or b not in rounds[0]:
         return "failed"
     return f"{statistics.median(r[a] / r[b] for r in rounds):.2f}x"
+
+
+def median_floor(rounds: list[dict[str, float]]) -> str:
+    """(direct + JAX's own eager grad) / direct: the least an eager JAX adapter costs."""
+    if "jax only" not in rounds[0]:
+        return "failed"
+    return f"{statistics.median((r['direct'] + r['jax only']) / r['direct'] for r in rounds):.2f}x"
 
 
 def median_ms(rounds: list[dict[str, float]], a: str) -> str:
@@ -445,7 +460,7 @@ def run(args: argparse.Namespace) -> None:
     )
     header = (
         f"{'client':<10} {'n':>9} {'direct ms':>10} | "
-        f"{'jax ta/dir':>10} {'tj/dir':>7} {'ta/tj':>6} | "
+        f"{'jax floor':>9} {'ta/dir':>7} {'tj/dir':>7} {'ta/tj':>6} | "
         f"{'jit ta/dir':>10} {'jit ta/tj':>9} | "
         f"{'torch ta/dir':>12} {'tt/dir':>7} {'ta/tt':>6}"
     )
@@ -458,14 +473,16 @@ def run(args: argparse.Namespace) -> None:
 
         print(
             f"{where:<10} {n:>9,} {median_ms(rounds, 'direct'):>10} | "
-            f"{r('ta jax', 'direct'):>10} {r('tj', 'direct'):>7} {r('ta jax', 'tj'):>6} | "
+            f"{median_floor(rounds):>9} {r('ta jax', 'direct'):>7} {r('tj', 'direct'):>7} {r('ta jax', 'tj'):>6} | "
             f"{r('ta jax jit', 'direct'):>10} {r('ta jax jit', 'tj jit'):>9} | "
             f"{r('ta torch', 'direct'):>12} {r('tt', 'direct'):>7} {r('ta torch', 'tt'):>6}"
         )
     print(
         "\nta = tess_ad, tj = tesseract-jax, tt = tesseract-torch, dir = direct "
         "apply + vector_jacobian_product on NumPy. Ratios < 1: the first is faster. "
-        "Under jit both JAX adapters drop the unused forward apply (one VJP call)."
+        "Under jit both JAX adapters drop the unused forward apply (one VJP call). "
+        "jax floor = (direct + eager jax.grad of the same loss in jax.numpy) / direct: "
+        "JAX's own eager machinery, which any eager adapter pays on top of the calls."
     )
     print("\nmedian ms per step:")
     print(f"{'client':<10} {'n':>9} " + " ".join(f"{w:>10}" for w in WAYS))
