@@ -138,7 +138,9 @@ class EvaluationCache:
         """Store the outputs of one evaluation (atomically)."""
         paths = list(outputs)
         arrays = [np.asarray(outputs[p]) for p in paths]
-        payload = {f"a{i}": a for i, a in enumerate(arrays)}
+        # Any, not ndarray: mypy would match the values against savez's
+        # allow_pickle keyword too, which the keys a0, a1, ... never are.
+        payload: dict[str, Any] = {f"a{i}": a for i, a in enumerate(arrays)}
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as f:

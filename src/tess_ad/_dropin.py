@@ -25,7 +25,7 @@ evaluated serially here: a Tesseract's endpoint runs inside one request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,7 @@ def _replace(tree: Any, segments: Sequence[str], value: Any) -> Any:
 
 
 def _base_values(
-    inputs: Any, paths: Sequence[str]
+    inputs: Any, paths: Collection[str]
 ) -> tuple[dict[str, np.ndarray], dict[str, np.dtype]]:
     if isinstance(paths, str):
         raise TypeError(f"input paths must be a set of paths, got the string {paths!r}")

@@ -255,7 +255,7 @@ class Endpoints:
             for b in range(batch)
         ]
         return {
-            p: _stack([row[p] for row in rows], flat[p].shape, _dtype(flat, p))
+            p: _stack([row[p] for row in rows], _shape(flat, p), _dtype(flat, p))
             for p in vjp_inputs
         }
 
@@ -355,7 +355,7 @@ class Endpoints:
         if output_shapes is None:
             outs = self.apply(flat)
             output_shapes = {o: outs[o].shape or () for o in jac_outputs}
-        in_shapes = {p: flat[p].shape for p in jac_inputs}
+        in_shapes = {p: _shape(flat, p) for p in jac_inputs}
         if route == "auto":
             n_in = sum(math.prod(s) for s in in_shapes.values())
             n_out = sum(math.prod(output_shapes[o]) for o in jac_outputs)
@@ -465,7 +465,7 @@ class Endpoints:
         )
         result = {}
         for p in vjp_inputs:
-            shape = flat[p].shape
+            shape = _shape(flat, p)
             total = np.zeros((batch, math.prod(shape)))
             for o in outs:
                 block = _block(jac[o][p], cts[o].shape[1:], shape, o, p)
@@ -490,10 +490,10 @@ class Endpoints:
                 out_shape = tuple(output_shapes[o])
             else:  # the block's leading axes, before the first input's shape
                 first = np.shape(jac[o][ins[0]])
-                out_shape = first[: len(first) - len(flat[ins[0]].shape)]
+                out_shape = first[: len(first) - len(_shape(flat, ins[0]))]
             total = np.zeros((batch, math.prod(out_shape)))
             for p in ins:
-                block = _block(jac[o][p], out_shape, flat[p].shape, o, p)
+                block = _block(jac[o][p], out_shape, _shape(flat, p), o, p)
                 total += ts[p].reshape(batch, -1) @ block.reshape(total.shape[1], -1).T
             result[o] = total.reshape((batch, *out_shape)).astype(self.output_dtype(o))
         return result
@@ -532,6 +532,13 @@ def _dtype(flat: FlatTree, path: str) -> np.dtype:
     return flat[path].compute_dtype or _F64
 
 
+def _shape(flat: FlatTree, path: str) -> tuple[int, ...]:
+    shape = flat[path].shape
+    # only differentiable inputs get here (_checked_inputs), and those are arrays
+    assert shape is not None
+    return shape
+
+
 def _nonzero(paths: Sequence[str], vectors: Mapping[str, Any]) -> Arrays:
     """``{path: array}`` of the vectors that are not all zero, in ``paths`` order."""
     out = {}
@@ -543,7 +550,7 @@ def _nonzero(paths: Sequence[str], vectors: Mapping[str, Any]) -> Arrays:
 
 
 def _zeros(flat: FlatTree, paths: Sequence[str]) -> Arrays:
-    return {p: np.zeros(flat[p].shape, _dtype(flat, p)) for p in paths}
+    return {p: np.zeros(_shape(flat, p), _dtype(flat, p)) for p in paths}
 
 
 def _batch_size(vectors: Arrays) -> int:

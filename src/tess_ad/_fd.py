@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 from typing import Any, Literal
 
 import numpy as np
@@ -200,7 +201,7 @@ def directional_step(
     """
     factor = max(
         [_relative_factor(np.dtype(d), method) for d in dtypes]
-        or [_relative_factor(np.float64, method)]
+        or [_relative_factor(np.dtype(np.float64), method)]
     ) ** float(accuracy)
     t_sq = 0.0
     x_sq = 0.0
@@ -410,7 +411,8 @@ def _linear_plan(
             val = np.asarray(out[o], dtype=np.float64)
             shapes.setdefault(o, val.shape)
             if ct is None:
-                block(o, e.path, val.shape)[(..., *e.index)] += scale * val
+                column: tuple[EllipsisType | int, ...] = (..., *e.index)
+                block(o, e.path, val.shape)[column] += scale * val
             else:
                 if ct[o].shape != val.shape:
                     # no broadcasting: a cotangent of another shape is a mistake

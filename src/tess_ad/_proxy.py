@@ -266,8 +266,10 @@ class FiniteDifferenceTesseract(ClientWrapper):
                     f"input {p!r} is not marked Differentiable in the Tesseract's schema; "
                     "only Differentiable inputs can be differentiated"
                 )
-            dtypes[p] = leaf.compute_dtype
-            x[p] = as_numpy(leaf.value, dtypes[p])
+            dtype = leaf.compute_dtype
+            assert dtype is not None  # a Differentiable leaf is an array: it has one
+            dtypes[p] = dtype
+            x[p] = as_numpy(leaf.value, dtype)
         return flat, x, dtypes
 
     def _check_outputs(self, out_paths: Sequence[str]) -> None:

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import typer
@@ -279,7 +279,7 @@ def _torch_jacobian(
         for p in in_paths
     }
     out = apply_tesseract(client, flat.unflatten(x))
-    y = {o: get_at_path(out, o) for o in out_paths}
+    y = {o: cast("torch.Tensor", get_at_path(out, o)) for o in out_paths}
 
     def row(o: str, idx: tuple[int, ...]) -> dict:
         grads = torch.autograd.grad(
@@ -389,7 +389,7 @@ def run_check(
             + [out_flat[o].compute_dtype for o in out_paths],
         )
     shapes = {o: out_flat[o].shape or () for o in out_paths}
-    n = sum(int(np.prod(flat[p].shape)) for p in in_paths)
+    n = sum(int(np.prod(flat[p].shape or ())) for p in in_paths)
     if progress is None:
         progress = sys.stderr.isatty() and 2 * n > 40
     own = Endpoints(client)
@@ -410,16 +410,13 @@ def run_check(
         ("jvp", "JVP endpoint", own.has_jvp, "one JVP per input element"),
     ):
         if present:
-            ways.append(
-                _run_way(
-                    name,
-                    client,
-                    lambda c, route=route: Endpoints(c).jacobian(
-                        inputs, in_paths, out_paths, output_shapes=shapes, route=route
-                    ),
-                    how,
+
+            def by_route(c: Any, route: str = route) -> dict:
+                return Endpoints(c).jacobian(
+                    inputs, in_paths, out_paths, output_shapes=shapes, route=route
                 )
-            )
+
+            ways.append(_run_way(name, client, by_route, how))
     # the adapters differentiate through the Tesseract's own endpoints, or FD when it has none
     via = "own endpoints" if has_own else f"{method} differences"
     for name, fn, how in (
@@ -443,6 +440,7 @@ def run_check(
         if way.error is not None:
             failures.append(f"{way.name}: {way.error}")
             continue
+        assert way.jacobian is not None  # _run_way sets it whenever error is None
         if reference.jacobian is None or way is reference:
             continue
         for o in out_paths:

@@ -135,6 +135,7 @@ def apply_tesseract(
     call = prepared.call
 
     if call is None:  # concrete inputs: no transformation, call apply directly
+        assert prepared.concrete_inputs is not None  # set exactly when call is None
         flat = endpoints.apply(prepared.concrete_inputs)
         spec = spec_from_flat(flat, "a recorded concrete call")
         store_record(tesseract_client, prepared.key, spec)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -188,7 +188,7 @@ class TesseractCall:
             )
             raise failure
         shapes = ", ".join(
-            f"{entry[1]}: {entry[3]}{list(entry[2])}"
+            f"{entry[1]}: {entry[3]}{list(cast('tuple[int, ...]', entry[2]))}"
             for entry in self.key
             if entry[0] == "a"
         )
@@ -466,7 +466,7 @@ def prepare_call(
     concrete = True
     key: list[tuple[Any, ...]] = []
     for path, leaf in flat.items():
-        if leaf.is_array:
+        if leaf.shape is not None:  # an array leaf (Leaf.is_array)
             key.append(("a", path, tuple(leaf.shape), _operand_dtype(leaf).name))
         elif is_concrete(leaf.value):
             key.append(("v", path, _hashable(_to_python(leaf.value))))
@@ -484,7 +484,7 @@ def prepare_call(
     for path, leaf in flat.items():
         value = leaf.value
         traced = not is_concrete(value)
-        if leaf.is_array and (leaf.differentiable or traced):
+        if leaf.shape is not None and (leaf.differentiable or traced):
             dtype = (
                 _operand_dtype(leaf)
                 if leaf.differentiable
@@ -509,9 +509,10 @@ def prepare_call(
             values.append(value)
             fill[path] = stype(0)
             abstract[path] = stype(0)
-        if leaf.is_array:
-            dtype = leaf.compute_dtype
-            abstract[path] = {"shape": list(leaf.shape), "dtype": dtype.name}
+        if leaf.shape is not None:
+            compute_dtype = leaf.compute_dtype
+            assert compute_dtype is not None  # an array leaf always has a dtype
+            abstract[path] = {"shape": list(leaf.shape), "dtype": compute_dtype.name}
     call = TesseractCall(
         endpoints,
         flat.replace(fill),

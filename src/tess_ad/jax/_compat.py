@@ -40,6 +40,7 @@ def _missing(symbol: str, needed_for: str) -> ImportError:
 
 
 try:  # Defining primitives: public in jax.extend, whose API JAX may still change.
+    import jax.extend.core
     from jax.extend.core import Primitive
 except ImportError as exc:  # pragma: no cover - depends on the JAX version
     raise _missing("jax.extend.core.Primitive", "the adapter's primitives") from exc

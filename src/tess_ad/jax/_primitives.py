@@ -149,8 +149,15 @@ def _lowering(
     # No side effect declared: a Tesseract is a function of its inputs, so JAX
     # and XLA may drop a call whose result is unused (the forward apply inside
     # jit(grad) is dropped) and merge duplicate calls.
+    # JAX types ctx.avals_in as AbstractValues; our operands' are ShapedArrays.
     results, _, keepalive = emit_python_callback(
-        ctx, host, None, list(args), ctx.avals_in, ctx.avals_out, has_side_effect=False
+        ctx,
+        host,
+        None,
+        list(args),
+        ctx.avals_in,  # type: ignore[arg-type]
+        ctx.avals_out,
+        has_side_effect=False,
     )
     ctx.module_context.add_keepalive(keepalive)
     return results
@@ -190,7 +197,7 @@ def _nonzero_paths(call: TesseractCall, tangents: Sequence[Any]) -> tuple[str, .
     return paths
 
 
-def _sum_terms(terms: list[Sequence[Any]]) -> list[Any]:
+def _sum_terms(terms: Sequence[Sequence[Any]]) -> list[Any]:
     out = list(terms[0])
     for term in terms[1:]:
         out = [a + b for a, b in zip(out, term, strict=True)]

@@ -155,7 +155,7 @@ def spec_from_flat(flat: FlatTree, source: str) -> OutputSpec:
     leaves = []
     fill: dict[str, Any] = {}
     for path, leaf in flat.items():
-        if leaf.is_array:
+        if leaf.shape is not None:  # an array leaf (Leaf.is_array)
             out = OutLeaf(
                 path,
                 "array",

@@ -128,8 +128,8 @@ class TesseractCall:
         assert self.out is not None, "the forward has not run"
         return self.out[path].shape or ()
 
-    def out_dtype(self, path: str) -> np.dtype:
-        """Dtype of output ``path`` as the Tesseract returned it."""
+    def out_dtype(self, path: str) -> np.dtype | None:
+        """Dtype of output ``path`` as the Tesseract returned it (``None`` if not an array)."""
         assert self.out is not None, "the forward has not run"
         return self.out[path].dtype
 

@@ -194,7 +194,7 @@ class Apply(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(call: TesseractCall, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(call: TesseractCall, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = call.inputs(xs)
         flat = call.record(call.endpoints.apply(inputs))
         return _tensors(
@@ -213,7 +213,7 @@ class Apply(torch.autograd.Function):
         ctx.save_for_forward(*xs)
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
         call: TesseractCall = ctx.call
         xs = ctx.saved_tensors
         need = _needed(ctx, call, 1)
@@ -226,7 +226,7 @@ class Apply(torch.autograd.Function):
         return (None, *result)
 
     @staticmethod
-    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         call: TesseractCall = ctx.call
         xs = ctx.saved_tensors
         given = [(i, t) for i, t in _present(tangents[1:]) if call.differentiable[i]]
@@ -315,7 +315,7 @@ class VJPJVP(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         call: TesseractCall,
         in_idx: tuple[int, ...],
         out_paths: tuple[str, ...],
@@ -337,11 +337,11 @@ class VJPJVP(torch.autograd.Function):
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
         raise NotImplementedError(_NO_THIRD_ORDER)
 
     @staticmethod
-    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError(_NO_THIRD_ORDER)
 
 
@@ -383,7 +383,7 @@ def _vjp_function(many: bool) -> type[torch.autograd.Function]:
 
     class Function(torch.autograd.Function):
         @staticmethod
-        def forward(  # type: ignore[override]
+        def forward(
             call: TesseractCall,
             in_idx: tuple[int, ...],
             out_paths: tuple[str, ...],
@@ -404,7 +404,7 @@ def _vjp_function(many: bool) -> type[torch.autograd.Function]:
             ctx.save_for_forward(*tensors)
 
         @staticmethod
-        def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
             call: TesseractCall = ctx.call
             n = call.n_args
             saved = ctx.saved_tensors
@@ -442,7 +442,7 @@ def _vjp_function(many: bool) -> type[torch.autograd.Function]:
             return (None, None, None, *gx, *gct)
 
         @staticmethod
-        def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
             call: TesseractCall = ctx.call
             n = call.n_args
             saved = ctx.saved_tensors
@@ -495,7 +495,7 @@ def _jvp_function(many: bool) -> type[torch.autograd.Function]:
 
     class Function(torch.autograd.Function):
         @staticmethod
-        def forward(  # type: ignore[override]
+        def forward(
             call: TesseractCall,
             t_idx: tuple[int, ...],
             out_paths: tuple[str, ...],
@@ -518,7 +518,7 @@ def _jvp_function(many: bool) -> type[torch.autograd.Function]:
             ctx.save_for_forward(*tensors)
 
         @staticmethod
-        def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
+        def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:
             call: TesseractCall = ctx.call
             n = call.n_args
             saved = ctx.saved_tensors
@@ -555,7 +555,7 @@ def _jvp_function(many: bool) -> type[torch.autograd.Function]:
             return (None, None, None, *gx, *gt)
 
         @staticmethod
-        def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        def jvp(ctx: Any, *tangents: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
             call: TesseractCall = ctx.call
             n = call.n_args
             xs = ctx.saved_tensors[:n]
@@ -637,4 +637,4 @@ VJP.vmap = _one_point_vmap(VJP, VJPMany)
 VJPMany.vmap = _one_point_vmap(VJPMany, VJPMany)
 JVP.vmap = _one_point_vmap(JVP, JVPMany)
 JVPMany.vmap = _one_point_vmap(JVPMany, JVPMany)
-VJPJVP.vmap = _sequential_vmap(VJPJVP, 4)
+VJPJVP.vmap = _sequential_vmap(VJPJVP, 4)  # type: ignore[method-assign]
