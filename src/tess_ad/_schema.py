@@ -271,14 +271,30 @@ class TreeSchema:
         self._root = root
         self.differentiable_arrays = dict(differentiable_arrays)
         self._patterns = [(split_path(p), p) for p in self.differentiable_arrays]
+        # concrete path -> pattern: every call asks again for the same few paths
+        self._pattern_of: dict[str, str | None] = {}
 
     def differentiable_pattern(self, path: str) -> str | None:
         """The ``differentiable_arrays`` pattern a concrete path matches, if any."""
+        try:
+            return self._pattern_of[path]
+        except KeyError:
+            pass
         segments = split_path(path)
-        for pattern, name in self._patterns:
-            if matches_pattern(pattern, segments):
-                return name
-        return None
+        found = next(
+            (
+                name
+                for pattern, name in self._patterns
+                if matches_pattern(pattern, segments)
+            ),
+            None,
+        )
+        if (
+            len(self._pattern_of) >= _PATTERN_CACHE_SIZE
+        ):  # paths may come from data keys
+            self._pattern_of.clear()
+        self._pattern_of[path] = found
+        return found
 
     def expand(self, pattern: str, flat: FlatTree) -> list[str]:
         """Concrete leaf paths of ``flat`` that match ``pattern`` (``params.{}``).
@@ -339,6 +355,9 @@ class TreeSchema:
 
     def _where(self, segments: tuple[str, ...]) -> str:
         return f"{self.name} path {join_path(segments)!r}" if segments else self.name
+
+
+_PATTERN_CACHE_SIZE = 4096
 
 
 class _NotFixed(Exception):

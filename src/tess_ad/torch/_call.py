@@ -43,7 +43,8 @@ class TesseractCall:
             (``False``: a scalar field such as ``float``, sent as a number).
         device: Device of the caller's tensors; results are returned there.
         out: The flattened outputs of the forward (set by it): the one record
-            of the call's outputs. The differentiable array leaves are the
+            of the call's outputs (``out_paths``, the differentiable array
+            leaves, is read off it once). The differentiable array leaves are the
             Function's tensor outputs; under ``vmap`` the other leaves hold
             values stacked along a leading batch axis.
     """
@@ -55,6 +56,7 @@ class TesseractCall:
         "flat",
         "is_array",
         "out",
+        "out_paths",
         "paths",
     )
 
@@ -74,6 +76,7 @@ class TesseractCall:
         self.is_array = tuple(is_array)
         self.device = device
         self.out: FlatTree | None = None
+        self.out_paths: tuple[str, ...] = ()
 
     @property
     def n_args(self) -> int:
@@ -111,17 +114,12 @@ class TesseractCall:
     # -- outputs ---------------------------------------------------------------
 
     def record(self, out: FlatTree) -> FlatTree:
-        """Keep the flattened outputs of the forward."""
+        """Keep the flattened outputs of the forward (and their differentiable paths)."""
         self.out = out
-        return out
-
-    @property
-    def out_paths(self) -> tuple[str, ...]:
-        """Paths of the differentiable array outputs (the Function's outputs), in tree order."""
-        assert self.out is not None, "the forward has not run"
-        return tuple(
-            p for p, leaf in self.out.items() if leaf.differentiable and leaf.is_array
+        self.out_paths = tuple(
+            p for p, leaf in out.items() if leaf.differentiable and leaf.is_array
         )
+        return out
 
     def out_shape(self, path: str) -> tuple[int, ...]:
         """Shape of one sample's output ``path``."""
@@ -138,6 +136,7 @@ class TesseractCall:
         first = samples[0].out
         assert first is not None
         tensors = set(samples[0].out_paths)
+        self.out_paths = samples[0].out_paths
         self.out = first.replace(
             {
                 path: _stack([s.out[path].value for s in samples])  # type: ignore[index]
