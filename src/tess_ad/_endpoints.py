@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ._client import JAC, JVP, VJP
+from ._client import JAC, JVP, VJP, endpoint_label
 from ._fd import directional_step
 from ._schema import FlatTree, SchemaError, as_numpy, tesseract_schema
 
@@ -168,7 +168,10 @@ class Endpoints:
             batched = {o: ct[np.newaxis] for o, ct in cts.items()}
             rows = self._vjp_via_jacobian(flat, vjp_inputs, batched, 1)
             return {p: row[0] for p, row in rows.items()}
-        raise _no_route("a vector-Jacobian product (reverse mode)", f"{VJP} or {JAC}")
+        raise _no_route(
+            "a vector-Jacobian product (reverse mode)",
+            f"{endpoint_label(VJP)} or {JAC}",
+        )
 
     def jvp(
         self,
@@ -216,7 +219,10 @@ class Endpoints:
             batched = {p: t[np.newaxis] for p, t in tangents.items()}
             cols = self._jvp_via_jacobian(flat, jvp_outputs, batched, 1)
             return {o: col[0] for o, col in cols.items()}
-        raise _no_route("a Jacobian-vector product (forward mode)", f"{JVP} or {JAC}")
+        raise _no_route(
+            "a Jacobian-vector product (forward mode)",
+            f"{endpoint_label(JVP)} or {JAC}",
+        )
 
     def vjp_many(
         self,
@@ -347,11 +353,13 @@ class Endpoints:
                 for o in jac_outputs
             }
         if route == "vjp" and not self.has_vjp:
-            raise _no_route("a Jacobian from VJP rows", VJP)
+            raise _no_route("a Jacobian from VJP rows", endpoint_label(VJP))
         if route == "jvp" and not self.has_jvp:
-            raise _no_route("a Jacobian from JVP columns", JVP)
+            raise _no_route("a Jacobian from JVP columns", endpoint_label(JVP))
         if route == "auto" and not (self.has_vjp or self.has_jvp):
-            raise _no_route("a Jacobian", f"{JAC}, {VJP} or {JVP}")
+            raise _no_route(
+                "a Jacobian", f"{JAC}, {endpoint_label(VJP)} or {endpoint_label(JVP)}"
+            )
         if output_shapes is None:
             outs = self.apply(flat)
             output_shapes = {o: outs[o].shape or () for o in jac_outputs}
