@@ -34,8 +34,8 @@ __all__ = [
 def _missing(symbol: str, needed_for: str) -> ImportError:
     return ImportError(
         f"tess_ad.jax needs {symbol} ({needed_for}), which JAX {jax.__version__} "
-        "does not have. tess_ad is tested with JAX 0.4.35 to 0.10; install one of "
-        "those (`pip install 'jax<0.11'`) or a newer tess_ad."
+        "does not have. tess_ad is tested with JAX 0.6 to 0.12; install one of "
+        "those (`pip install 'jax<0.13'`) or a newer tess_ad."
     )
 
 
@@ -71,7 +71,10 @@ def canonical_dtype(dtype: Any) -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(np.dtype(dtype)))
 
 
+# In jax.extend.core since JAX 0.7; in jax.core before (0.4.36 to 0.6).
 _UNDER_JIT = getattr(jax.extend.core, "unsafe_am_i_under_a_jit_DO_NOT_USE", None)
+if _UNDER_JIT is None:  # pragma: no cover - depends on the JAX version
+    _UNDER_JIT = getattr(jax.core, "unsafe_am_i_under_a_jit_DO_NOT_USE", None)
 if _UNDER_JIT is None:  # pragma: no cover - depends on the JAX version
     warnings.warn(
         "tess_ad.jax: this JAX has no jax.extend.core.unsafe_am_i_under_a_jit_DO_NOT_USE; "
@@ -100,11 +103,16 @@ def hold_weakly_in_jax_caches(cls: type) -> None:
     call object, so without this each call would stay alive in that cache,
     with whatever static input arrays it holds, until 2048 newer calls pushed
     it out: memory grows over a long loop. JAX registers its own ``Jaxpr`` the
-    same way (``jax._src.util.weakref_cache_key_types``, a private set).
+    same way (``jax._src.util.weakref_cache_key_types``, a private set,
+    which came with that cache: an older JAX has neither).
     """
-    try:
-        from jax._src.util import weakref_cache_key_types
-    except ImportError:  # pragma: no cover - depends on the JAX version
+    from jax._src import util
+
+    registry = getattr(util, "weakref_cache_key_types", None)
+    if registry is not None:
+        registry.add(cls)
+    elif hasattr(util, "multi_weakref_lru_cache"):  # pragma: no cover - JAX-dependent
+        # the cache is there but its registry of weak key types moved: say so
         warnings.warn(
             "tess_ad.jax: this JAX has no jax._src.util.weakref_cache_key_types, so "
             "JAX's caches keep each eager Tesseract call alive until 2048 newer ones "
@@ -112,5 +120,4 @@ def hold_weakly_in_jax_caches(cls: type) -> None:
             RuntimeWarning,
             stacklevel=2,
         )
-        return
-    weakref_cache_key_types.add(cls)
+    # else (JAX < 0.7): no cache keyed on primitive parameters, nothing to do
