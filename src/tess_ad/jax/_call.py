@@ -253,10 +253,6 @@ class TesseractCall:
             "tesseract_api.py."
         )
 
-    def use_jacobian(self) -> bool | None:
-        """``materialize_jacobian``, as :meth:`Endpoints.vjp_many` takes it."""
-        return self.materialize_jacobian
-
     def batch_route(self, mode: str) -> str:
         """The route a batch of ``mode`` products at one point needs."""
         return "any" if self.materialize_jacobian else mode
@@ -305,7 +301,7 @@ class TesseractCall:
         t = dict(zip(wrt, map(np.asarray, tangents), strict=True))
         if batch:
             result = self.endpoints.jvp_many(
-                inputs, wrt, outs, t, shapes, use_jacobian=self.use_jacobian()
+                inputs, wrt, outs, t, shapes, use_jacobian=self.materialize_jacobian
             )
         else:
             result = self.endpoints.jvp(inputs, wrt, outs, t, shapes)
@@ -333,7 +329,7 @@ class TesseractCall:
         ct = dict(zip(outs, map(np.asarray, cts), strict=True))
         if batch:
             result = self.endpoints.vjp_many(
-                inputs, wrt, outs, ct, use_jacobian=self.use_jacobian()
+                inputs, wrt, outs, ct, use_jacobian=self.materialize_jacobian
             )
         else:
             result = self.endpoints.vjp(inputs, wrt, outs, ct)
