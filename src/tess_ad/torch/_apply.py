@@ -27,8 +27,8 @@ import torch
 from .._endpoints import Endpoints
 from .._schema import Leaf, SchemaError
 from ._call import TesseractCall
-from ._convert import numpy_dtype, to_tensor
-from ._function import Apply
+from ._convert import numpy_dtype
+from ._function import Apply, _arrays, _tensors
 
 __all__ = ["apply_tesseract"]
 
@@ -124,11 +124,12 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         outputs = Apply.apply(call, *tensors)
     else:
         out_flat = call.record(endpoints.apply(flat))
-        outputs = tuple(
-            to_tensor(
-                out_flat[p].value, device, avoid=[leaf.value for leaf in flat.values()]
-            )
-            for p in call.out_paths
+        n_out = len(call.out_paths)
+        outputs = _tensors(
+            [out_flat[p].value for p in call.out_paths],
+            [device] * n_out,
+            [None] * n_out,
+            _arrays(flat),
         )
     return call.output_tree(outputs)
 
