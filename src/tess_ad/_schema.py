@@ -401,6 +401,18 @@ class _Walk:
         self.convert = convert
         self.leaves: dict[str, Leaf] = {}
 
+    def _dict(self, items: dict[Any, tuple[Any, Any]]) -> tuple[dict, Any]:
+        treedef = {k: d for k, (d, _) in items.items()}
+        if self.convert is None:  # nobody asked for the rebuilt tree: do not build it
+            return treedef, None
+        return treedef, {k: b for k, (_, b) in items.items()}
+
+    def _sequence(self, items: list[tuple[Any, Any]], kind: type) -> tuple[Any, Any]:
+        treedef = kind([d for d, _ in items])
+        if self.convert is None:
+            return treedef, None
+        return treedef, kind([b for _, b in items])
+
     def _add(self, leaf: Leaf) -> tuple[_Slot, Any]:
         if self.convert is not None:
             value = self.convert(leaf)
@@ -453,10 +465,10 @@ class _Walk:
                         f"missing required field(s) {', '.join(map(repr, missing))} "
                         f"in {schema._where(segments)}"
                     )
-            return _dict(items)
+            return self._dict(items)
         if node.kind == "dict" and isinstance(value, Mapping):
             child = node.child or ANY
-            return _dict(
+            return self._dict(
                 {
                     key: self.node(item, child, (*segments, dict_segment(str(key))))
                     for key, item in value.items()
@@ -464,7 +476,7 @@ class _Walk:
             )
         if node.kind == "list" and isinstance(value, list | tuple):
             child = node.child or ANY
-            return _sequence(
+            return self._sequence(
                 [
                     self.node(item, child, (*segments, list_segment(i)))
                     for i, item in enumerate(value)
@@ -484,14 +496,14 @@ class _Walk:
     def untyped(self, value: Any, segments: tuple[str, ...]) -> Any:
         """Structure from the value alone (schema said nothing precise)."""
         if isinstance(value, Mapping) and not is_encoded_array(value):
-            return _dict(
+            return self._dict(
                 {
                     k: self.untyped(v, (*segments, dict_segment(str(k))))
                     for k, v in value.items()
                 }
             )
         if isinstance(value, list | tuple) and array_meta(value) is None:
-            return _sequence(
+            return self._sequence(
                 [
                     self.untyped(v, (*segments, list_segment(i)))
                     for i, v in enumerate(value)
@@ -543,14 +555,6 @@ class _Walk:
         if check and spec is not None:
             _check_dtype_kind(dtype, spec, schema._where(segments))
         return self._add(Leaf(path, value, differentiable, shape, dtype, spec))
-
-
-def _dict(items: dict[Any, tuple[Any, Any]]) -> tuple[dict, dict]:
-    return {k: d for k, (d, _) in items.items()}, {k: b for k, (_, b) in items.items()}
-
-
-def _sequence(items: list[tuple[Any, Any]], kind: type) -> tuple[Any, Any]:
-    return kind([d for d, _ in items]), kind([b for _, b in items])
 
 
 def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
