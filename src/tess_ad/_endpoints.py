@@ -552,7 +552,7 @@ def _nonzero(paths: Sequence[str], vectors: Mapping[str, Any]) -> Arrays:
     out = {}
     for p in paths:
         arr = as_numpy(vectors[p])
-        if np.any(arr):
+        if arr.any():
             out[p] = arr
     return out
 

@@ -17,9 +17,12 @@ walker reads as the few cases it handles.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "ANY",
@@ -47,6 +50,11 @@ class ArraySpec:
     dtype: str | None
     differentiable: bool
 
+    @property
+    def numpy_dtype(self) -> np.dtype | None:
+        """``dtype`` as a NumPy dtype (``None`` if unknown or not a NumPy name)."""
+        return _numpy_dtype(self.dtype)
+
     def describe(self) -> str:
         """Human-readable form, as written in a Tesseract's schema."""
         shape = "..." if self.shape is None else str(self.shape)
@@ -67,6 +75,16 @@ class Node:
 
 
 ANY = Node("any")
+
+
+@functools.lru_cache(maxsize=64)
+def _numpy_dtype(name: str | None) -> np.dtype | None:
+    if not name:
+        return None
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
 
 
 class Parser:

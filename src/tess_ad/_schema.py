@@ -27,8 +27,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterator,
+    KeysView,
+    Mapping,
+    Sequence,
+    ValuesView,
+)
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -92,12 +100,7 @@ class Leaf:
         ``Differentiable`` leaf it comes from ``differentiable_arrays``; for
         others it is the schema's hint, which may accept several dtypes.
         """
-        if self.spec is None or not self.spec.dtype:
-            return None
-        try:
-            return np.dtype(self.spec.dtype)
-        except TypeError:
-            return None
+        return None if self.spec is None else self.spec.numpy_dtype
 
     @property
     def compute_dtype(self) -> np.dtype | None:
@@ -147,6 +150,20 @@ class FlatTree(Mapping[str, Leaf]):
 
     def __len__(self) -> int:
         return len(self._leaves)
+
+    # The Mapping mixins would go through __getitem__ per key; these are the
+    # dict's own views (read-only use: the leaves are never modified in place).
+    def __contains__(self, path: object) -> bool:
+        return path in self._leaves
+
+    def keys(self) -> KeysView[str]:
+        return self._leaves.keys()
+
+    def values(self) -> ValuesView[Leaf]:
+        return self._leaves.values()
+
+    def items(self) -> ItemsView[str, Leaf]:
+        return self._leaves.items()
 
     def __repr__(self) -> str:
         return f"FlatTree({list(self._leaves)})"
@@ -200,9 +217,11 @@ class FlatTree(Mapping[str, Leaf]):
             leaf = leaves[path]
             meta = array_meta(value) if leaf.is_array else None
             leaves[path] = (
-                replace(leaf, value=value)
+                Leaf(
+                    path, value, leaf.differentiable, leaf.shape, leaf.dtype, leaf.spec
+                )
                 if meta is None
-                else replace(leaf, value=value, shape=meta[0], dtype=meta[1])
+                else Leaf(path, value, leaf.differentiable, *meta, leaf.spec)
             )
         return FlatTree(leaves, self._treedef)
 
@@ -385,6 +404,12 @@ def _fixed_tree(node: Node) -> Any:
     raise _NotFixed
 
 
+# Types that are never pydantic models: the walk skips the model test for them.
+_PLAIN_TYPES = frozenset(
+    {dict, list, tuple, str, int, float, bool, type(None), np.ndarray, np.float64}
+)
+
+
 class _Walk:
     """One flatten: walks a value along the schema's nodes, collecting leaves.
 
@@ -418,10 +443,13 @@ class _Walk:
             value = self.convert(leaf)
             if value is not leaf.value:
                 meta = array_meta(value) if leaf.is_array else None
-                leaf = replace(
-                    leaf,
-                    value=value,
-                    dtype=meta[1] if meta is not None else leaf.dtype,
+                leaf = Leaf(
+                    leaf.path,
+                    value,
+                    leaf.differentiable,
+                    leaf.shape,
+                    meta[1] if meta is not None else leaf.dtype,
+                    leaf.spec,
                 )
         self.leaves[leaf.path] = leaf
         return _Slot(leaf.path), leaf.value
@@ -435,7 +463,11 @@ class _Walk:
             # differentiate (a None for a non-Optional array is still refused).
             return self._add(Leaf(join_path(segments), value, False, None, None))
         # Ask the class: reading ``model_fields`` off an instance is deprecated.
-        if not isinstance(value, type) and hasattr(type(value), "model_fields"):
+        if (
+            type(value) not in _PLAIN_TYPES
+            and not isinstance(value, type)
+            and hasattr(type(value), "model_fields")
+        ):
             value = {k: getattr(value, k) for k in type(value).model_fields}
 
         if node.kind == "array":
@@ -551,29 +583,38 @@ class _Walk:
             )
         shape, dtype = meta
         if check and spec is not None and spec.shape is not None:
-            _check_shape(shape, spec, schema._where(segments))
+            _check_shape(shape, spec, schema, segments)
         if check and spec is not None:
-            _check_dtype_kind(dtype, spec, schema._where(segments))
+            _check_dtype_kind(dtype, spec, schema, segments)
         return self._add(Leaf(path, value, differentiable, shape, dtype, spec))
 
 
-def _check_shape(shape: tuple[int, ...], spec: ArraySpec, where: str) -> None:
+def _check_shape(
+    shape: tuple[int, ...],
+    spec: ArraySpec,
+    schema: TreeSchema,
+    segments: tuple[str, ...],
+) -> None:
     expected = spec.shape
     assert expected is not None
-    ok = len(shape) == len(expected) and all(
-        e is None or s == e or (s == 1 and not spec.differentiable)
-        for s, e in zip(shape, expected, strict=True)
-    )
+    ok = len(shape) == len(expected)
+    if ok:
+        for s, e in zip(shape, expected, strict=True):
+            if not (e is None or s == e or (s == 1 and not spec.differentiable)):
+                ok = False
+                break
     if not ok:
         dims = ["any" if e is None else str(e) for e in expected]
         shown = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
         raise SchemaError(
-            f"{where} has shape {shape}, but the schema expects {shown} "
+            f"{schema._where(segments)} has shape {shape}, but the schema expects {shown} "
             f"({spec.describe()}); reshape the value to match"
         )
 
 
-def _check_dtype_kind(dtype: np.dtype, spec: ArraySpec, where: str) -> None:
+def _check_dtype_kind(
+    dtype: np.dtype, spec: ArraySpec, schema: TreeSchema, segments: tuple[str, ...]
+) -> None:
     """Refuse values that no cast turns into the declared dtype without loss.
 
     Integers for a float array are cast as usual; strings, objects, dates and
@@ -581,16 +622,13 @@ def _check_dtype_kind(dtype: np.dtype, spec: ArraySpec, where: str) -> None:
     would otherwise fail (or drop the imaginary part) deep inside a cast that
     cannot say which leaf it was.
     """
-    try:
-        expected = np.dtype(spec.dtype) if spec.dtype else None
-    except TypeError:
-        return
+    expected = spec.numpy_dtype
     if expected is None or expected.kind not in "biufc":
         return
     allowed = "biufc" if expected.kind == "c" else "biuf"
-    if np.dtype(dtype).kind not in allowed:
+    if dtype.kind not in allowed:
         raise SchemaError(
-            f"{where} has dtype {np.dtype(dtype)}, but the schema expects "
+            f"{schema._where(segments)} has dtype {np.dtype(dtype)}, but the schema expects "
             f"{spec.describe()}; pass an array of {'complex ' if expected.kind == 'c' else 'real '}numbers"
         )
 

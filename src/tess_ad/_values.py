@@ -23,20 +23,38 @@ def is_encoded_array(value: Any) -> bool:
     return isinstance(value, Mapping) and value.get("object_type") == "array"
 
 
+# Framework dtype objects seen so far -> NumPy dtype (a handful per process).
+_DTYPES: dict[Any, np.dtype] = {}
+
+
 def _dtype_of(dtype: Any) -> np.dtype:
+    if isinstance(dtype, np.dtype):
+        return dtype
     try:
-        return np.dtype(dtype)
+        return _DTYPES[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable dtype-like
+        pass
+    try:
+        found = np.dtype(dtype)
     except TypeError:
         # torch.float32 and similar: the name after the dot is numpy's name.
-        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+        found = np.dtype(str(dtype).rsplit(".", 1)[-1])
+    try:
+        if len(_DTYPES) < 256:
+            _DTYPES[dtype] = found
+    except TypeError:
+        pass
+    return found
 
 
 def array_meta(value: Any) -> tuple[tuple[int, ...], np.dtype] | None:
     """Shape and dtype of an array-like value, or None if it is not one."""
+    if isinstance(value, np.ndarray | np.generic):  # the common case, first
+        return value.shape, value.dtype
     if is_encoded_array(value):
         return tuple(int(d) for d in value["shape"]), np.dtype(value["dtype"])
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return tuple(int(d) for d in value.shape), _dtype_of(value.dtype)
+        return tuple(map(int, value.shape)), _dtype_of(value.dtype)
     if isinstance(value, bool | int | float | complex):
         arr = np.asarray(value)
         return arr.shape, arr.dtype
@@ -62,6 +80,8 @@ def as_numpy(value: Any, dtype: Any = None) -> np.ndarray:
     Returns:
         The value as an ``np.ndarray``.
     """
+    if type(value) is np.ndarray and (dtype is None or value.dtype == dtype):
+        return value
     if is_encoded_array(value):
         data = value["data"]
         enc = data.get("encoding")
