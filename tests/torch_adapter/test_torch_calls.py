@@ -121,6 +121,28 @@ def test_forward_ad_is_one_jvp(tesseract_factory):
         assert _counts(spy) == {"apply": 1, "jacobian_vector_product": 1}
 
 
+def test_forward_over_reverse_without_create_graph(tesseract_factory):
+    """A backward inside a ``dual_level`` is still differentiated (forward mode).
+
+    A plain backward calls the VJP endpoint directly, without the VJP
+    Function that carries its derivative rules; it must not do so here, where
+    forward-mode AD tracks the backward even though ``create_graph`` is off.
+    """
+    t = tesseract_factory("rosenbrock")
+    x0 = torch.tensor(ROSEN_X, dtype=F64)
+    with Spy(t) as spy, fwAD.dual_level():
+        x = fwAD.make_dual(x0, V).requires_grad_()
+        (g,) = torch.autograd.grad(apply_tesseract(t, rosenbrock_inputs(x))["loss"], x)
+        primal, tangent = fwAD.unpack_dual(g)
+    loss = lambda x: rosenbrock_ref(x)["loss"]  # noqa: E731
+    hessian_v = torch.autograd.functional.hessian(loss, x0) @ V
+    # central differences of an exact VJP: about 1e-10 relative (documented)
+    torch.testing.assert_close(tangent, hessian_v, rtol=1e-7, atol=1e-6)
+    torch.testing.assert_close(primal, grad(loss)(x0), rtol=1e-12, atol=0)
+    # the Hessian-vector product is two more VJPs (Endpoints.vjp_jvp)
+    assert _counts(spy)["vector_jacobian_product"] == 3
+
+
 def test_double_backward_costs_two_more_vjps(tesseract_factory):
     t = tesseract_factory("rosenbrock")
     x = torch.tensor(ROSEN_X, dtype=F64, requires_grad=True)

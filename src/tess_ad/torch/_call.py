@@ -42,6 +42,7 @@ class TesseractCall:
         is_array: Whether the schema makes each tensor argument an array
             (``False``: a scalar field such as ``float``, sent as a number).
         device: Device of the caller's tensors; results are returned there.
+        sent: The NumPy inputs of the forward's ``apply`` (set by it).
         out: The flattened outputs of the forward (set by it): the one record
             of the call's outputs (``out_paths``, the differentiable array
             leaves, is read off it once). The differentiable array leaves are the
@@ -58,6 +59,7 @@ class TesseractCall:
         "out",
         "out_paths",
         "paths",
+        "sent",
     )
 
     def __init__(
@@ -77,6 +79,7 @@ class TesseractCall:
         self.device = device
         self.out: FlatTree | None = None
         self.out_paths: tuple[str, ...] = ()
+        self.sent: FlatTree | None = None
 
     @property
     def n_args(self) -> int:
@@ -113,9 +116,15 @@ class TesseractCall:
 
     # -- outputs ---------------------------------------------------------------
 
-    def record(self, out: FlatTree) -> FlatTree:
-        """Keep the flattened outputs of the forward (and their differentiable paths)."""
+    def record(self, out: FlatTree, sent: FlatTree | None = None) -> FlatTree:
+        """Keep the flattened outputs of the forward (and their differentiable paths).
+
+        ``sent``: the NumPy inputs the forward's ``apply`` was called with; a
+        backward at the same point sends them (and their nested tree, already
+        built) again instead of converting the tensors a second time.
+        """
         self.out = out
+        self.sent = sent
         self.out_paths = tuple(
             p for p, leaf in out.items() if leaf.differentiable and leaf.is_array
         )

@@ -40,7 +40,9 @@ def to_numpy(tensor: torch.Tensor, *, array: bool = True) -> Any:
         value = value.cpu()
     if not array and value.numel() == 1:
         return value.item()
-    return value.resolve_conj().resolve_neg().numpy()
+    if value.is_conj() or value.is_neg():  # lazy views NumPy cannot read
+        value = value.resolve_conj().resolve_neg()
+    return value.numpy()
 
 
 def to_tensor(
@@ -89,4 +91,12 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype:
     By name, not through a tensor: this also runs inside ``torch.func``
     transforms, where a freshly created tensor has no storage to read.
     """
-    return np.dtype(str(dtype).rsplit(".", 1)[-1])
+    try:
+        return _NUMPY_DTYPES[dtype]
+    except KeyError:
+        found = _NUMPY_DTYPES[dtype] = np.dtype(str(dtype).rsplit(".", 1)[-1])
+        return found
+
+
+# torch dtype -> NumPy dtype, filled on first use (torch has a few dozen dtypes).
+_NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {}

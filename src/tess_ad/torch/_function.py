@@ -49,6 +49,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ import numpy as np
 import torch
 
 from ._call import TesseractCall
+from ._compat import plain_backward
 from ._convert import numpy_dtype, to_tensor
 
 __all__ = ["Apply"]
@@ -196,7 +198,7 @@ class Apply(torch.autograd.Function):
     @staticmethod
     def forward(call: TesseractCall, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inputs = call.inputs(xs)
-        flat = call.record(call.endpoints.apply(inputs))
+        flat = call.record(call.endpoints.apply(inputs), inputs)
         return _tensors(
             [flat[p].value for p in call.out_paths],
             [call.device] * len(call.out_paths),
@@ -221,7 +223,11 @@ class Apply(torch.autograd.Function):
         result: list[Any] = [None] * call.n_args
         if need and used:
             out_paths = tuple(call.out_paths[j] for j, _ in used)
-            gx = VJP.apply(call, need, out_paths, *xs, *(g for _, g in used))
+            cts = [g for _, g in used]
+            if plain_backward():  # nothing records this VJP's rules: skip its Function
+                gx = _vjp(call, need, out_paths, xs, cts, many=False, inputs=call.sent)
+            else:
+                gx = VJP.apply(call, need, out_paths, *xs, *cts)
             result = _scatter(call.n_args, need, gx)
         return (None, *result)
 
@@ -292,6 +298,28 @@ def _vjp_result(
         [numpy_dtype(xs[i].dtype) for i in in_idx],
         avoid,
     )
+
+
+def _vjp(
+    call: TesseractCall,
+    in_idx: tuple[int, ...],
+    out_paths: tuple[str, ...],
+    xs: Sequence[torch.Tensor],
+    cts: Sequence[torch.Tensor],
+    *,
+    many: bool,
+    inputs: Any = None,
+) -> tuple[torch.Tensor, ...]:
+    """``J(x)^T ct`` (per row of ``cts`` if ``many``) on plain tensors: the VJP's numbers.
+
+    ``inputs``: ``xs`` already converted (the forward's), if at hand.
+    """
+    product = call.endpoints.vjp_many if many else call.endpoints.vjp
+    if inputs is None:
+        inputs = call.inputs(xs)
+    ct = call.vectors(out_paths, cts)
+    result = product(inputs, [call.paths[i] for i in in_idx], out_paths, ct)
+    return _vjp_result(call, in_idx, xs, result, _arrays(inputs, ct))
 
 
 def _jvp_result(
@@ -390,11 +418,7 @@ def _vjp_function(many: bool) -> type[torch.autograd.Function]:
             *args: torch.Tensor,
         ) -> tuple[torch.Tensor, ...]:
             xs, cts = args[: call.n_args], args[call.n_args :]
-            product = call.endpoints.vjp_many if many else call.endpoints.vjp
-            inputs = call.inputs(xs)
-            ct = call.vectors(out_paths, cts)
-            result = product(inputs, [call.paths[i] for i in in_idx], out_paths, ct)
-            return _vjp_result(call, in_idx, xs, result, _arrays(inputs, ct))
+            return _vjp(call, in_idx, out_paths, xs, cts, many=many)
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -638,3 +662,10 @@ VJPMany.vmap = _one_point_vmap(VJPMany, VJPMany)
 JVP.vmap = _one_point_vmap(JVP, JVPMany)
 JVPMany.vmap = _one_point_vmap(JVPMany, JVPMany)
 VJPJVP.vmap = _sequential_vmap(VJPJVP, 4)  # type: ignore[method-assign]
+
+# ``torch.autograd.Function.apply`` binds its arguments to ``forward``'s
+# signature on every call, and ``inspect.signature`` rebuilds that signature
+# each time (about a third of the cost of an ``apply``). ``inspect`` reads a
+# ready ``__signature__`` instead, so it is computed once here.
+for _fn in (Apply, VJP, VJPMany, JVP, JVPMany, VJPJVP):
+    _fn.forward.__signature__ = inspect.signature(_fn.forward)  # type: ignore[attr-defined]
