@@ -34,12 +34,18 @@ def test_public_names():
     strict=True,
 )
 def test_same_signature_as_tesseract_jax():
+    """Theirs, in the same order, then our own keyword-only options (default off)."""
     ours = inspect.signature(tess_ad.jax.apply_tesseract).parameters
     theirs = inspect.signature(tesseract_jax.apply_tesseract).parameters
-    assert list(ours) == list(theirs)
-    for name in ours:
+    assert list(ours)[: len(theirs)] == list(theirs)
+    for name in theirs:
         assert ours[name].kind == theirs[name].kind
         assert ours[name].default == theirs[name].default
+    extra = list(ours)[len(theirs) :]
+    assert extra == ["vmap_workers"]
+    for name in extra:
+        assert ours[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert ours[name].default is None
 
 
 @pytest.mark.parametrize("mode", ["eager", "jit"])
@@ -68,11 +74,12 @@ def test_same_results_as_tesseract_jax(local_tesseract, mode):
 
 
 @pytest.mark.parametrize(
-    "vmap_method", ["sequential", "expand_dims", "broadcast_all", "auto_experimental"]
+    "vmap_method", [None, "sequential", "auto", "auto_experimental"]
 )
-def test_tesseract_jax_vmap_methods_are_accepted_and_run_sequentially(
+def test_vmap_methods_run_a_fixed_rank_schema_sequentially(
     local_tesseract, vmap_method
 ):
+    """rosenbrock's ``x`` is ``Array[(None,), Float64]``: no batch axis fits it."""
     client = local_tesseract("rosenbrock")
 
     def f(x):
@@ -85,3 +92,22 @@ def test_tesseract_jax_vmap_methods_are_accepted_and_run_sequentially(
         out = jax.vmap(f)(xs)
     assert spy.calls["apply"] == 2
     np.testing.assert_array_equal(out, jnp.stack([f(X), f(X + 1.0)]))
+
+
+@pytest.mark.parametrize("vmap_method", ["expand_dims", "broadcast_all"])
+def test_vectorising_a_fixed_rank_schema_is_refused_before_any_call(
+    local_tesseract, vmap_method
+):
+    client = local_tesseract("rosenbrock")
+
+    def f(x):
+        return tess_ad.jax.apply_tesseract(
+            client, {"x": x, "a": 1.0, "b": 100.0}, vmap_method=vmap_method
+        )["loss"]
+
+    with Spy(client) as spy, pytest.raises(tess_ad.SchemaError) as info:
+        jax.vmap(f)(jnp.stack([X, X + 1.0]))
+    assert spy.calls["apply"] == 0
+    message = str(info.value)
+    assert "'x'" in message and "Array[(None,), float64]" in message
+    assert "vmap_method='sequential'" in message

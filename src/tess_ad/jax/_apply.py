@@ -24,10 +24,11 @@ from ._spec import spec_from_flat, store_record
 
 __all__ = ["apply_tesseract"]
 
-# tesseract-jax's vmap methods; all run sequentially here (see the docstring).
+# tesseract-jax's vmap methods, and "auto" (see the docstring).
 _VMAP_METHODS = (
     None,
     "sequential",
+    "auto",
     "auto_experimental",
     "expand_dims",
     "broadcast_all",
@@ -39,10 +40,11 @@ def apply_tesseract(
     inputs: Any,
     *,
     vmap_method: Literal[
-        "sequential", "auto_experimental", "expand_dims", "broadcast_all"
+        "sequential", "auto", "auto_experimental", "expand_dims", "broadcast_all"
     ]
     | None = None,
     materialize_jacobian: bool | None = None,
+    vmap_workers: int | None = None,
 ) -> Any:
     """Call a Tesseract on JAX values, differentiably, under any JAX transformation.
 
@@ -85,16 +87,41 @@ def apply_tesseract(
             served) or the proxy returned by
             :func:`tess_ad.with_finite_differences`.
         inputs: The inputs, a nested dict following the InputSchema.
-        vmap_method: Accepted for compatibility with tesseract-jax. Whatever
-            the value (``None`` included), ``jax.vmap`` runs sequentially:
-            one Tesseract call per batch element, which is correct for every
-            Tesseract; tesseract-jax's vectorised methods are not used.
+        vmap_method: How ``jax.vmap`` over the inputs calls the Tesseract
+            (tesseract-jax's methods, with its semantics, plus ``"auto"``).
+            ``None`` or ``"sequential"``: one call per batch element (correct
+            for every Tesseract; under ``jit`` one host callback runs them
+            all). The others make ONE call for the whole batch, whose array
+            inputs carry a leading batch axis the Tesseract must handle
+            (every array output must come back with it): ``"expand_dims"``
+            gives unbatched array inputs a leading axis of 1,
+            ``"broadcast_all"`` broadcasts them to the batch size,
+            ``"auto_experimental"`` does as ``"expand_dims"`` when every
+            batched input is ``Differentiable`` with a free rank
+            (``Array[..., dtype]``) and runs sequentially otherwise,
+            ``"auto"`` decides from the schema for every input: one call
+            when every batched input (differentiable or not) has a free
+            rank, unbatched ones then get a leading 1 only where the rank is
+            free, else sequential. In every method a batch of tangents or
+            cotangents at one point (``jacfwd``, ``jacrev``) goes to one
+            ``jacobian`` call or one call per row as described under
+            ``materialize_jacobian``, except that a vectorising method makes
+            ``jacfwd`` of a Tesseract without ``jacobian`` endpoint one JVP
+            call with the primals broadcast. Under a vectorising method the
+            VJP with respect to an unbatched input is asked per element (the
+            input broadcast to the batch).
         materialize_jacobian: For a batch of (co)tangents at one point
             (``jacfwd``, ``jacrev``): ``None`` (default) uses the ``jacobian``
             endpoint when there is one and the batch has more than one row
             (the choice ``tess_ad.torch`` makes too), ``True`` always builds
             the whole Jacobian (from VJPs/JVPs if there is no endpoint),
             ``False`` runs one JVP/VJP per (co)tangent.
+        vmap_workers: When ``vmap`` runs one call per element: how many to
+            run at once (threads; ``None`` or 1: one after the other). Pays
+            off on a served Tesseract with several workers
+            (``tesseract-runtime serve --num-workers``) or any client that
+            serves calls in parallel; results are bit-identical to a serial
+            run.
 
     Returns:
         The outputs, nested as in the OutputSchema.
@@ -124,14 +151,25 @@ def apply_tesseract(
     if vmap_method not in _VMAP_METHODS:
         raise ValueError(
             f"unknown vmap_method {vmap_method!r}; expected one of {_VMAP_METHODS} "
-            "(tess_ad.jax runs jax.vmap sequentially whatever the value)"
+            "(see the docstring of tess_ad.jax.apply_tesseract)"
+        )
+    if vmap_workers is not None and (
+        not isinstance(vmap_workers, int)
+        or isinstance(vmap_workers, bool)
+        or vmap_workers < 1
+    ):
+        raise ValueError(
+            f"vmap_workers must be a positive int (calls at once) or None, got "
+            f"{vmap_workers!r}"
         )
     if materialize_jacobian not in (None, True, False):
         raise ValueError(
             f"materialize_jacobian must be None, True or False, got {materialize_jacobian!r}"
         )
     endpoints = Endpoints(tesseract_client)
-    prepared = prepare_call(endpoints, inputs, materialize_jacobian)
+    prepared = prepare_call(
+        endpoints, inputs, materialize_jacobian, vmap_method, vmap_workers
+    )
     call = prepared.call
 
     if call is None:  # concrete inputs: no transformation, call apply directly

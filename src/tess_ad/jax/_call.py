@@ -25,8 +25,10 @@ callback that calls back into JAX can deadlock) and get every number from
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, cast
 
 import jax
@@ -74,6 +76,11 @@ class Operand:
         dtype: Dtype of the JAX value.
         scalar_type: ``float``/``int``/``bool`` for a Python-scalar schema
             field (turned back into that type on the host), else ``None``.
+        rank_free: Whether the schema accepts any number of dimensions for
+            this array (``Array[..., dtype]``), so the Tesseract can be
+            handed a batch axis on it.
+        fixed_rank: The schema's type of this array when it fixes the number
+            of dimensions (``Array[(None,), float64]``): no batch axis fits.
     """
 
     path: str
@@ -81,6 +88,8 @@ class Operand:
     shape: tuple[int, ...]
     dtype: np.dtype
     scalar_type: type | None
+    rank_free: bool = False
+    fixed_rank: str | None = None
 
 
 _NOT_DIFFERENTIABLE = (
@@ -104,6 +113,14 @@ class TesseractCall:
             output specs.
         materialize_jacobian: ``None`` (use the ``jacobian`` endpoint for
             ``jacfwd``/``jacrev`` when there is one), ``True`` or ``False``.
+        vmap_method: How ``jax.vmap`` over the inputs is computed (see
+            :func:`tess_ad.jax.apply_tesseract`).
+        vmap_workers: Calls made at once when ``vmap`` runs one call per
+            element (``None`` or 1: one after the other).
+        batch_of: For a call made by ``vmap``: the call it batches, the batch
+            size and how (``"vectorized"``: the Tesseract gets the batch axis;
+            ``"loop"``: one call of the batched call per element).
+        loop_mask: For a ``"loop"`` call: which operands carry the batch axis.
     """
 
     def __init__(
@@ -114,11 +131,19 @@ class TesseractCall:
         key: InputKey,
         abstract: Mapping[str, Any],
         materialize_jacobian: bool | None,
+        vmap_method: str | None = None,
+        vmap_workers: int | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.operands = operands
         self.key = key
         self.materialize_jacobian = materialize_jacobian
+        self.vmap_method = vmap_method
+        self.vmap_workers = vmap_workers
+        # Set on the calls made by ``jax.vmap`` (see ``vectorized``/``looped``):
+        # (the call they batch, the batch size, "vectorized" or "loop").
+        self.batch_of: tuple[TesseractCall, int, str] | None = None
+        self.loop_mask: tuple[bool, ...] | None = None
         self.index = {op.path: i for i, op in enumerate(operands)}
         self._skeleton = skeleton
         self._abstract = abstract
@@ -155,6 +180,10 @@ class TesseractCall:
         return self._spec
 
     def _resolve_spec(self) -> OutputSpec:
+        if self.batch_of is not None:
+            parent, size, how = self.batch_of
+            spec = parent.spec()
+            return spec.with_batch(size, f"{spec.source}, batched by vmap ({how})")
         ep = self.endpoints
         problems = []
         failure: Exception | None = None
@@ -205,11 +234,36 @@ class TesseractCall:
 
     def _learn_spec(self, spec: OutputSpec) -> OutputSpec:
         """Adopt (or check against) the spec of a concrete call, and record it."""
+        if self.batch_of is not None:
+            size = self.batch_of[1]
+            if any(
+                leaf.kind != "other" and leaf.shape[:1] != (size,)
+                for leaf in spec.leaves
+            ):
+                raise self._batch_axis_error(spec)
         store_record(self.tesseract, self.key, spec)
+        # An eager vectorised call: its outputs say what one element returns,
+        # so the calls it batches (nested vmaps) need no abstract_eval.
+        call, learned = self, spec
+        while call.batch_of is not None:
+            parent, size, _ = call.batch_of
+            if not all(
+                leaf.kind == "other" or leaf.shape[:1] == (size,)
+                for leaf in learned.leaves
+            ):
+                break
+            learned = learned.without_batch("a vectorised concrete call")
+            with parent._lock:
+                if parent._spec is not None:
+                    break
+                parent._spec = learned
+            call = parent
         with self._lock:
             if self._spec is None:
                 self._spec = spec
         if not self._spec.same_as(spec):
+            if self.batch_of is not None:
+                raise self._batch_axis_error(spec)
             raise RuntimeError(
                 "the Tesseract's apply returned outputs "
                 f"{spec.describe()}, but {self._spec.source} announced "
@@ -217,6 +271,18 @@ class TesseractCall:
                 "so that both agree"
             )
         return self._spec
+
+    def _batch_axis_error(self, returned: OutputSpec) -> RuntimeError:
+        assert self.batch_of is not None
+        size = self.batch_of[1]
+        expected = f"expected {self._spec.describe()}, " if self._spec else ""
+        return RuntimeError(
+            f"with vmap_method={self.vmap_method!r} the Tesseract was called once for "
+            f"a batch of {size} and must return every array output with a leading "
+            f"batch axis of length {size}: {expected}it returned "
+            f"{returned.describe()}. Use vmap_method='sequential' (one call per "
+            "element) for this Tesseract."
+        )
 
     # -- tangent checks --------------------------------------------------------
 
@@ -257,6 +323,174 @@ class TesseractCall:
         """The route a batch of ``mode`` products at one point needs."""
         return "any" if self.materialize_jacobian else mode
 
+    # -- calls made by vmap -------------------------------------------------------
+
+    def vectorized(self, size: int, shapes: Sequence[tuple[int, ...]]) -> TesseractCall:
+        """This call on operands of new ``shapes``: the Tesseract handles the batch.
+
+        One Tesseract call for a whole ``vmap`` batch; every JAX-valued output
+        gets a leading axis of length ``size`` (the Tesseract must return it).
+        """
+        operands = tuple(
+            replace(op, shape=tuple(shape))
+            for op, shape in zip(self.operands, shapes, strict=True)
+        )
+        new_shape = {op.path: op.shape for op in operands}
+        fill = {
+            op.path: placeholder(op.shape, op.dtype)
+            for op in operands
+            if op.scalar_type is None
+        }
+        abstract = dict(self._abstract)
+        for path, entry in abstract.items():
+            if path in new_shape and isinstance(entry, dict):
+                abstract[path] = {**entry, "shape": list(new_shape[path])}
+        key = tuple(
+            ("a", e[1], new_shape[e[1]], e[3])
+            if e[0] == "a" and e[1] in new_shape
+            else e
+            for e in self.key
+        )
+        call = self._derived(operands, self._skeleton.replace(fill), key, abstract)
+        call.batch_of = (self, size, "vectorized")
+        return call
+
+    def looped(self, size: int, mask: Sequence[bool]) -> TesseractCall:
+        """This call mapped over a batch, one call per element (``vmap_workers`` at once).
+
+        The operands flagged in ``mask`` carry a leading batch axis; the
+        others are shared by every element. Its host functions slice the
+        batch, call this call's host functions per element, and stack (or,
+        for a shared operand's VJP, sum) the results: a function like any
+        other, so every derivative rule applies to it unchanged.
+        """
+        operands = tuple(
+            replace(op, shape=(size, *op.shape)) if batched else op
+            for op, batched in zip(self.operands, mask, strict=True)
+        )
+        call = self._derived(operands, self._skeleton, self.key, self._abstract)
+        call.batch_of = (self, size, "loop")
+        call.loop_mask = tuple(mask)
+        return call
+
+    def _derived(
+        self,
+        operands: tuple[Operand, ...],
+        skeleton: FlatTree,
+        key: InputKey,
+        abstract: Mapping[str, Any],
+    ) -> TesseractCall:
+        return TesseractCall(
+            self.endpoints,
+            skeleton,
+            operands,
+            key,
+            abstract,
+            self.materialize_jacobian,
+            vmap_method=self.vmap_method,
+            vmap_workers=self.vmap_workers,
+        )
+
+    def _per_element(self, fn: Callable[[int], Any]) -> list[Any]:
+        """``fn(b)`` for each element of a loop call, ``vmap_workers`` at a time.
+
+        Results come back in element order, so a concurrent run gives the
+        same (bit-identical) arrays as a serial one.
+        """
+        assert self.batch_of is not None
+        size = self.batch_of[1]
+        workers = min(self.vmap_workers or 1, size)
+        if workers <= 1:
+            return [fn(b) for b in range(size)]
+        with ThreadPoolExecutor(workers, thread_name_prefix="tess_ad-vmap") as pool:
+            return list(pool.map(fn, range(size)))
+
+    def _slice(
+        self, values: Sequence[Any], batched: Sequence[bool], b: int, rows: int
+    ) -> list[Any]:
+        """Element ``b`` of each value that carries the batch axis (after ``rows``)."""
+        return [
+            (np.asarray(v)[:, b] if rows else np.asarray(v)[b]) if m else v
+            for v, m in zip(values, batched, strict=True)
+        ]
+
+    def _loop_apply(self, args: Sequence[Any]) -> tuple[np.ndarray, ...]:
+        assert self.batch_of is not None and self.loop_mask is not None
+        parent = self.batch_of[0]
+        mask = self.loop_mask
+        results = self._per_element(
+            lambda b: parent.host_apply(*self._slice(args, mask, b, 0))
+        )
+        self.last_others = parent.last_others
+        return tuple(np.stack(column) for column in zip(*results, strict=True))
+
+    def _loop_jvp(
+        self,
+        wrt: tuple[str, ...],
+        outs: tuple[str, ...],
+        batch: int,
+        args: Sequence[Any],
+    ) -> tuple[np.ndarray, ...]:
+        assert self.batch_of is not None and self.loop_mask is not None
+        parent, mask = self.batch_of[0], self.loop_mask
+        primals, tangents = args[: self.n], args[self.n :]
+        t_mask = [mask[self.index[p]] for p in wrt]
+
+        def element(b: int) -> tuple[np.ndarray, ...]:
+            return parent.host_jvp(
+                wrt,
+                outs,
+                batch,
+                *self._slice(primals, mask, b, 0),
+                *self._slice(tangents, t_mask, b, batch),
+            )
+
+        results = self._per_element(element)
+        axis = 1 if batch else 0
+        return tuple(np.stack(c, axis=axis) for c in zip(*results, strict=True))
+
+    def _loop_reverse(
+        self,
+        wrt: tuple[str, ...],
+        args: Sequence[Any],
+        n_vectors: int,
+        batch: int,
+        host: Callable[..., tuple[np.ndarray, ...]],
+        rest_mask: Sequence[bool] = (),
+    ) -> tuple[np.ndarray, ...]:
+        """A VJP-like product per element: stacked for batched inputs, summed for shared ones.
+
+        ``args`` are the operands, ``n_vectors`` cotangents (always batched:
+        they belong to the loop's outputs, after ``batch`` rows) and the rest
+        (tangents on the operands, batched where ``rest_mask`` says).
+        """
+        assert self.loop_mask is not None
+        mask = self.loop_mask
+        primals = args[: self.n]
+        vectors = args[self.n : self.n + n_vectors]
+        rest = args[self.n + n_vectors :]
+        vector_masks = [True] * n_vectors
+
+        def element(b: int) -> tuple[np.ndarray, ...]:
+            return host(
+                *self._slice(primals, mask, b, 0),
+                *self._slice(vectors, vector_masks, b, batch),
+                *self._slice(rest, rest_mask, b, 0),
+            )
+
+        results = self._per_element(element)
+        axis = 1 if batch else 0
+        out = []
+        for p, column in zip(wrt, zip(*results, strict=True), strict=True):
+            if mask[self.index[p]]:
+                out.append(np.stack(column, axis=axis))
+            else:  # shared by every element: its gradient is the sum, in order
+                total = column[0].copy()
+                for term in column[1:]:
+                    total += term
+                out.append(total)
+        return tuple(out)
+
     # -- host side (NumPy only) ----------------------------------------------------
 
     def inputs(self, values: Sequence[Any]) -> FlatTree:
@@ -269,6 +503,8 @@ class TesseractCall:
 
     def host_apply(self, *args: Any) -> tuple[np.ndarray, ...]:
         """``apply`` on the host; the JAX-valued output leaves in spec order."""
+        if self.loop_mask is not None:
+            return self._loop_apply(args)
         flat = self.endpoints.apply(self.inputs(args))
         spec = self._learn_spec(spec_from_flat(flat, "a recorded concrete call"))
         self.last_others = {
@@ -294,6 +530,8 @@ class TesseractCall:
         With ``batch > 0`` the tangents carry a leading batch axis
         (:meth:`Endpoints.jvp_many` decides how the batch is computed).
         """
+        if self.loop_mask is not None:
+            return self._loop_jvp(wrt, outs, batch, args)
         primals, tangents = args[: self.n], args[self.n :]
         spec = self.spec()
         inputs = self.inputs(primals)
@@ -324,6 +562,9 @@ class TesseractCall:
         With ``batch > 0`` the cotangents carry a leading batch axis
         (:meth:`Endpoints.vjp_many` decides how the batch is computed).
         """
+        if self.batch_of is not None and self.loop_mask is not None:
+            host = partial(self.batch_of[0].host_vjp, wrt, outs, batch)
+            return self._loop_reverse(wrt, args, len(outs), batch, host)
         primals, cts = args[: self.n], args[self.n :]
         inputs = self.inputs(primals)
         ct = dict(zip(outs, map(np.asarray, cts), strict=True))
@@ -343,6 +584,10 @@ class TesseractCall:
         *args: Any,
     ) -> tuple[np.ndarray, ...]:
         """``d/de VJP(x + e t, ct)`` for the inputs ``wrt`` (``Endpoints.vjp_jvp``)."""
+        if self.batch_of is not None and self.loop_mask is not None:
+            host = partial(self.batch_of[0].host_hvp, wrt, outs, tan)
+            rest_mask = [self.loop_mask[self.index[p]] for p in tan]
+            return self._loop_reverse(wrt, args, len(outs), 0, host, rest_mask)
         n_ct = len(outs)
         primals = args[: self.n]
         cts = args[self.n : self.n + n_ct]
@@ -442,6 +687,8 @@ def prepare_call(
     endpoints: Endpoints,
     inputs: Any,
     materialize_jacobian: bool | None,
+    vmap_method: str | None = None,
+    vmap_workers: int | None = None,
 ) -> Prepared:
     """Split ``inputs`` into operands and static parts (see the module docstring).
 
@@ -490,8 +737,21 @@ def prepare_call(
                 value = value.astype(dtype) if value.dtype != dtype else value
             else:
                 value = jnp.asarray(value)
+            spec = leaf.spec
             operands.append(
-                Operand(path, leaf.differentiable, tuple(leaf.shape), dtype, None)
+                Operand(
+                    path,
+                    leaf.differentiable,
+                    tuple(leaf.shape),
+                    dtype,
+                    None,
+                    rank_free=spec is not None and spec.shape is None,
+                    fixed_rank=(
+                        spec.describe()
+                        if spec is not None and spec.shape is not None
+                        else None
+                    ),
+                )
             )
             values.append(value)
             fill[path] = placeholder(leaf.shape, dtype)
@@ -516,6 +776,8 @@ def prepare_call(
         input_key,
         abstract,
         materialize_jacobian,
+        vmap_method=vmap_method,
+        vmap_workers=vmap_workers,
     )
     return Prepared(call, values, None, input_key)
 

@@ -57,6 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tess_ad._errors import SchemaError
+
 from ._call import TesseractCall
 from ._compat import (
     Primitive,
@@ -472,11 +474,184 @@ def _batch(args: Sequence[Any], dims: Sequence[Any], *, prim: Primitive, **param
         for a, d in zip(args, dims, strict=True)
     ]
     batched = [d is not None for d in dims]
-    if prim in (jvp_p, vjp_p) and not any(batched[:n]):
+    if size == 0:
+        outs = [jnp.zeros((0, *a.shape), a.dtype) for a in _avals(prim, params)]
+    elif prim is hvp_p:
+        outs = _sequential(prim, args, batched, size, params)
+    elif (
+        prim in (jvp_p, vjp_p)
+        and not any(batched[:n])
+        and not (prim is jvp_p and _broadcast_jacfwd(call, params))
+    ):
         outs = _at_one_point(prim, args, batched, size, params)
     else:
-        outs = _sequential(prim, args, batched, size, params)
+        plan = _vectorize_plan(prim, call, batched, params)
+        if plan is None:
+            outs = _looped(prim, args, batched, size, params)
+        else:
+            outs = _vectorized(prim, args, batched, size, params, plan)
     return outs, [0] * len(outs)
+
+
+# --------------------------------------------------------------------------
+# vmap methods: one call for the whole batch, or one call per element
+# --------------------------------------------------------------------------
+
+_VECTORIZING = ("expand_dims", "broadcast_all", "auto_experimental", "auto")
+
+
+def _broadcast_jacfwd(call: TesseractCall, params: dict) -> bool:
+    """``jacfwd`` under a vectorising method, with no ``jacobian`` call to make instead.
+
+    tesseract-jax then broadcasts the primal to the tangents' batch and makes
+    one JVP call; with a ``jacobian`` endpoint (and ``materialize_jacobian``
+    not ``False``) the batch at one point is one ``jacobian`` call anyway.
+    """
+    if call.vmap_method not in _VECTORIZING or params["batch"]:
+        return False
+    uses_jacobian = call.materialize_jacobian is True or (
+        call.materialize_jacobian is None and call.endpoints.has_jacobian
+    )
+    return not uses_jacobian
+
+
+def _vectorize_plan(
+    prim: Primitive, call: TesseractCall, batched: Sequence[bool], params: dict
+) -> list[str] | None:
+    """How each operand enters one vectorised call, or ``None`` to loop.
+
+    Per operand: ``"batch"`` (it carries the batch axis: batched, or
+    broadcast because its tangent is batched or its VJP is asked per
+    element), ``"expand"`` (a leading axis of 1), ``"broadcast"`` (to the
+    batch size) or ``"keep"`` (unchanged).
+    """
+    method = call.vmap_method
+    if method not in _VECTORIZING or params.get("batch"):
+        return None
+    n = call.n
+    carries = list(batched[:n])
+    if prim is jvp_p:
+        for p, b in zip(params["wrt"], batched[n:], strict=True):
+            carries[call.index[p]] = carries[call.index[p]] or b
+    if prim is vjp_p:  # a VJP per element: the inputs asked for carry the batch
+        for p in params["wrt"]:
+            carries[call.index[p]] = True
+    plan = []
+    for op, carry in zip(call.operands, carries, strict=True):
+        if carry:
+            if op.scalar_type is not None:
+                return None  # a Python number cannot carry a batch axis
+            if method == "auto" and not op.rank_free:
+                return None
+            if method == "auto_experimental" and not (
+                op.rank_free and op.differentiable
+            ):
+                return None
+            plan.append("batch")
+        elif op.scalar_type is not None:
+            plan.append("keep")
+        elif method == "broadcast_all":
+            plan.append("broadcast")
+        elif method == "auto" and not op.rank_free:
+            plan.append("keep")
+        else:
+            plan.append("expand")
+    return plan
+
+
+def _lead(a: Any, how: str, batched: bool, size: int) -> Any:
+    """``a`` given a leading axis as the plan says (``batched``: it has one)."""
+    if batched or how == "keep":
+        return a
+    if how == "expand":
+        return jnp.expand_dims(a, 0)
+    return jnp.broadcast_to(a, (size, *jnp.shape(a)))
+
+
+def _vectorized(
+    prim: Primitive,
+    args: Sequence[Any],
+    batched: Sequence[bool],
+    size: int,
+    params: dict,
+    plan: Sequence[str],
+) -> list[Any]:
+    """One call for the whole batch: the Tesseract gets (and returns) the batch axis."""
+    call: TesseractCall = params["call"]
+    n = call.n
+    for op, how in zip(call.operands, plan, strict=True):
+        if how != "keep" and op.fixed_rank is not None:
+            raise SchemaError(
+                f"vmap_method={call.vmap_method!r} makes one Tesseract call for the "
+                f"whole batch, giving input {op.path!r} a leading batch axis, but its "
+                f"schema fixes its number of dimensions ({op.fixed_rank}), so the "
+                "Tesseract would refuse it. Use vmap_method='sequential' (one call per "
+                "element) or 'auto' (one call when the schema allows it) for this "
+                "Tesseract."
+            )
+    operands = [
+        _lead(a, "broadcast" if how == "batch" else how, b, size)
+        for a, b, how in zip(args[:n], batched[:n], plan, strict=True)
+    ]
+    if prim is jvp_p:  # each tangent takes the shape of its primal
+        vectors = [
+            _lead(
+                t,
+                "broadcast" if plan[call.index[p]] == "batch" else plan[call.index[p]],
+                b,
+                size,
+            )
+            for p, t, b in zip(params["wrt"], args[n:], batched[n:], strict=True)
+        ]
+    else:  # cotangents of outputs, which all carry the batch axis
+        vectors = [
+            _lead(c, "broadcast", b, size)
+            for c, b in zip(args[n:], batched[n:], strict=True)
+        ]
+    vcall = call.vectorized(size, [tuple(jnp.shape(a)) for a in operands])
+    return list(prim.bind(*operands, *vectors, **{**params, "call": vcall}))
+
+
+def _looped(
+    prim: Primitive,
+    args: Sequence[Any],
+    batched: Sequence[bool],
+    size: int,
+    params: dict,
+) -> list[Any]:
+    """One call per element, run on the host by one call of a loop ``TesseractCall``.
+
+    The vectors (tangents, cotangents) get the batch axis where their
+    operand or output has it; the loop call's host functions slice, call,
+    and stack (sum, for the VJP of a shared input).
+    """
+    if params.get("batch"):  # a batch of rows being vmapped again: bind per element
+        return _sequential(prim, args, batched, size, params)
+    call: TesseractCall = params["call"]
+    n = call.n
+    mask = list(batched[:n])
+    if prim is jvp_p:  # a batched tangent on a shared input makes it batched
+        for p, b in zip(params["wrt"], batched[n:], strict=True):
+            mask[call.index[p]] = mask[call.index[p]] or b
+    if prim is vjp_p:  # vmap of a VJP: per-element gradients, shared inputs too
+        for p in params["wrt"]:
+            mask[call.index[p]] = True
+    operands = [
+        _lead(a, "broadcast", b, size) if m else a
+        for a, b, m in zip(args[:n], batched[:n], mask, strict=True)
+    ]
+    if prim is jvp_p:
+        vectors = [
+            _lead(t, "broadcast", b, size) if mask[call.index[p]] else t
+            for p, t, b in zip(params["wrt"], args[n:], batched[n:], strict=True)
+        ]
+    else:  # cotangents of outputs, which all carry the batch axis
+        vectors = [
+            _lead(c, "broadcast", b, size)
+            for c, b in zip(args[n:], batched[n:], strict=True)
+        ]
+    lcall = call.looped(size, mask)
+    return list(prim.bind(*operands, *vectors, **{**params, "call": lcall}))
 
 
 def _sequential(
@@ -486,9 +661,7 @@ def _sequential(
     size: int,
     params: dict,
 ) -> list[Any]:
-    """One call per batch element."""
-    if size == 0:
-        return [jnp.zeros((0, *a.shape), a.dtype) for a in _avals(prim, params)]
+    """One bind per element (a ``jax.lax.map`` under ``jit``)."""
     if under_jit():
 
         def body(xs: Sequence[Any]) -> list[Any]:

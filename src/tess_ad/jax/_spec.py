@@ -140,6 +140,40 @@ class OutputSpec:
             "{" + ", ".join(f"{lf.path}: {lf.describe()}" for lf in self.traced) + "}"
         )
 
+    def without_batch(self, source: str) -> OutputSpec:
+        """The spec of one element of a batched call (the inverse of :meth:`with_batch`)."""
+        leaves = tuple(
+            leaf
+            if leaf.kind == "other"
+            else OutLeaf(
+                leaf.path, "array", leaf.shape[1:], leaf.dtype, leaf.differentiable
+            )
+            for leaf in self.leaves
+        )
+        fill = {
+            leaf.path: placeholder(leaf.shape, leaf.dtype)
+            for leaf in leaves
+            if leaf.kind != "other"
+        }
+        return OutputSpec(leaves, self.skeleton.replace(fill), source)
+
+    def with_batch(self, size: int, source: str) -> OutputSpec:
+        """The spec of ``size`` such calls stacked: a leading axis on every JAX value."""
+        leaves = tuple(
+            leaf
+            if leaf.kind == "other"
+            else OutLeaf(
+                leaf.path, "array", (size, *leaf.shape), leaf.dtype, leaf.differentiable
+            )
+            for leaf in self.leaves
+        )
+        fill = {
+            leaf.path: placeholder(leaf.shape, leaf.dtype)
+            for leaf in leaves
+            if leaf.kind != "other"
+        }
+        return OutputSpec(leaves, self.skeleton.replace(fill), source)
+
 
 def spec_from_flat(flat: FlatTree, source: str) -> OutputSpec:
     """The spec of flattened outputs (concrete, or placeholder-valued).

@@ -1,0 +1,232 @@
+"""``jax.vmap`` through a Tesseract: the vmap methods, their call counts and numbers.
+
+``tests/tesseracts/batched_rosenbrock`` accepts any leading batch axes (every
+array is ``Array[..., Float64]``, the endpoints broadcast), so the vectorising
+methods make ONE call for a whole batch; ``examples/rosenbrock`` fixes its
+input's rank, so it is mapped one call per element. Every result is compared
+with the same function written in ``jax.numpy``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import Spy
+
+from tess_ad.jax import apply_tesseract
+
+XS = jnp.array([[-1.2, 1.0], [0.5, 1.5], [1.0, 2.0], [0.1, -0.3]])
+Y = jnp.array([0.3, 0.7])
+SHIFTS = jnp.arange(8.0).reshape(4, 2)
+VECTORISING = ["expand_dims", "broadcast_all", "auto_experimental", "auto"]
+ALL = [None, "sequential", *VECTORISING]
+
+
+def terms(x, y, shift=0.0):
+    return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2 + shift
+
+
+def tesseract_terms(client, method, **kwargs):
+    def f(x, y, shift=0.0):
+        inputs = {"x": x, "y": y, "shift": shift}
+        return apply_tesseract(client, inputs, vmap_method=method, **kwargs)["result"]
+
+    return f
+
+
+def calls(spy):
+    return {k: v for k, v in spy.calls.items() if v}
+
+
+def one_call_or_one_per_element(method, one, per_element):
+    return one if method in VECTORISING else per_element
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("method", ALL)
+def test_vmap_apply(tesseract_factory, method, mode):
+    client = tesseract_factory("batched_rosenbrock")
+    f = jax.vmap(tesseract_terms(client, method), in_axes=(0, None))
+    f = jax.jit(f) if mode == "jit" else f
+    with Spy(client) as spy:
+        out = f(XS, Y)
+    np.testing.assert_allclose(
+        out, jax.vmap(terms, in_axes=(0, None))(XS, Y), rtol=1e-14
+    )
+    applies = one_call_or_one_per_element(method, 1, len(XS))
+    expected = {"apply": applies}
+    if mode == "jit":  # shapes before the call: one abstract_eval per trace
+        expected["abstract_eval"] = 1
+    assert calls(spy) == expected
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("method", ALL)
+def test_vmap_of_grad_is_per_element_for_batched_and_shared_inputs(
+    tesseract_factory, method, mode
+):
+    """Per-element gradients, also with respect to ``y``, which is not batched."""
+    client = tesseract_factory("batched_rosenbrock")
+
+    def loss(f):
+        return lambda x, y: f(x, y).sum()
+
+    grad = jax.vmap(
+        jax.grad(loss(tesseract_terms(client, method)), argnums=(0, 1)),
+        in_axes=(0, None),
+    )
+    grad = jax.jit(grad) if mode == "jit" else grad
+    with Spy(client) as spy:
+        gx, gy = grad(XS, Y)
+    rx, ry = jax.vmap(jax.grad(loss(terms), argnums=(0, 1)), in_axes=(0, None))(XS, Y)
+    np.testing.assert_allclose(gx, rx, rtol=1e-13)
+    np.testing.assert_allclose(gy, ry, rtol=1e-13)
+    assert gy.shape == (len(XS), *Y.shape)
+    per_call = one_call_or_one_per_element(method, 1, len(XS))
+    expected = {"vector_jacobian_product": per_call}
+    if mode == "eager":
+        expected["apply"] = per_call
+    else:  # jit drops the unused forward apply
+        expected["abstract_eval"] = 1
+    assert calls(spy) == expected
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_grad_of_a_vmapped_sum_sums_the_shared_input(tesseract_factory, method):
+    """The transpose of a batched call: the shared ``y`` gets the sum over the batch."""
+    client = tesseract_factory("batched_rosenbrock")
+
+    def total(f):
+        return lambda x, y: jax.vmap(f, in_axes=(0, None))(x, y).sum()
+
+    with Spy(client) as spy:
+        gx, gy = jax.grad(total(tesseract_terms(client, method)), argnums=(0, 1))(XS, Y)
+    rx, ry = jax.grad(total(terms), argnums=(0, 1))(XS, Y)
+    np.testing.assert_allclose(gx, rx, rtol=1e-13)
+    np.testing.assert_allclose(gy, ry, rtol=1e-13)
+    per_call = one_call_or_one_per_element(method, 1, len(XS))
+    assert calls(spy) == {"apply": per_call, "vector_jacobian_product": per_call}
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_jacfwd_broadcasts_the_primal_into_one_jvp(tesseract_factory, method):
+    """No jacobian endpoint: a vectorising method makes one JVP call for all columns."""
+    client = tesseract_factory("batched_rosenbrock")
+    x = XS[0]
+    with Spy(client) as spy:
+        jac = jax.jacfwd(lambda x: tesseract_terms(client, method)(x, Y))(x)
+    np.testing.assert_allclose(jac, jax.jacfwd(lambda x: terms(x, Y))(x), rtol=1e-13)
+    jvps = one_call_or_one_per_element(method, 1, x.size)
+    assert calls(spy) == {"apply": 1, "jacobian_vector_product": jvps}
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_jacrev_is_one_vjp_per_row_in_every_method(tesseract_factory, method):
+    """Batched cotangents at one point: no VJP endpoint takes a batch of them."""
+    client = tesseract_factory("batched_rosenbrock")
+    x = XS[0]
+    with Spy(client) as spy:
+        jac = jax.jacrev(lambda x: tesseract_terms(client, method)(x, Y))(x)
+    np.testing.assert_allclose(jac, jax.jacrev(lambda x: terms(x, Y))(x), rtol=1e-13)
+    assert calls(spy) == {"apply": 1, "vector_jacobian_product": x.size}
+
+
+@pytest.mark.parametrize(
+    ("method", "applies"),
+    [("auto", 1), ("auto_experimental", len(SHIFTS)), ("expand_dims", 1)],
+)
+def test_a_batched_non_differentiable_input(local_tesseract, method, applies):
+    """``shift`` is not Differentiable: "auto" reads its free rank from the schema,
+    "auto_experimental" (tesseract-jax's rule) looks at differentiable inputs only."""
+    client = local_tesseract("batched_rosenbrock")
+    f = jax.vmap(tesseract_terms(client, method), in_axes=(None, None, 0))
+    with Spy(client) as spy:
+        out = f(XS[0], Y, SHIFTS)
+    np.testing.assert_allclose(
+        out, jax.vmap(terms, in_axes=(None, None, 0))(XS[0], Y, SHIFTS), rtol=1e-14
+    )
+    assert calls(spy) == {"apply": applies}
+
+
+def test_nested_vmap_is_one_call(local_tesseract):
+    client = local_tesseract("batched_rosenbrock")
+    xs = jnp.stack([XS, XS + 0.5])  # (2, 4, 2)
+    f = jax.vmap(
+        jax.vmap(tesseract_terms(client, "expand_dims"), in_axes=(0, None)),
+        in_axes=(0, None),
+    )
+    with Spy(client) as spy:
+        out = f(xs, Y)
+    np.testing.assert_allclose(
+        out,
+        jax.vmap(jax.vmap(terms, in_axes=(0, None)), in_axes=(0, None))(xs, Y),
+        rtol=1e-14,
+    )
+    assert calls(spy) == {"apply": 1}
+
+
+def test_a_tesseract_that_drops_the_batch_axis_is_named(local_tesseract):
+    """A vectorised call whose outputs lack the batch axis: a clear error, not a wrong shape.
+
+    A batch of two scalar ``y`` against an unbatched ``x`` of shape (2,): with
+    ``expand_dims`` the Tesseract gets x (1, 2) and y (2,), which NumPy
+    broadcasts to (1, 2) instead of the (2, 2) the batch needs.
+    """
+    client = local_tesseract("batched_rosenbrock")
+    f = jax.vmap(lambda y: tesseract_terms(client, "expand_dims")(XS[0], y))
+    with pytest.raises(RuntimeError, match="leading batch axis of length 2"):
+        f(jnp.array([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_vmap_workers_run_the_elements_concurrently_with_identical_results(
+    served_tesseract, mode
+):
+    """B calls either way; the results do not depend on how many run at once."""
+    client = served_tesseract("rosenbrock", num_workers=2)
+
+    def grads(workers):
+        def loss(x):
+            inputs = {"x": x, "a": 1.0, "b": 100.0}
+            return apply_tesseract(client, inputs, vmap_workers=workers)["loss"]
+
+        f = jax.vmap(jax.value_and_grad(loss))
+        return jax.jit(f) if mode == "jit" else f
+
+    xs = jnp.stack([XS[:, 0], XS[:, 1], XS[:, 0] + 1.0, XS[:, 1] - 1.0])  # (4, 4)
+    serial = grads(None)(xs)
+    with Spy(client) as spy:
+        concurrent = grads(4)(xs)
+    for a, b in zip(jax.tree.leaves(serial), jax.tree.leaves(concurrent), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert spy.calls["vector_jacobian_product"] == len(xs)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "4"])
+def test_vmap_workers_must_be_a_positive_int(local_tesseract, workers):
+    client = local_tesseract("rosenbrock")
+    with pytest.raises(ValueError, match="vmap_workers"):
+        apply_tesseract(
+            client, {"x": XS[0], "a": 1.0, "b": 100.0}, vmap_workers=workers
+        )
+
+
+def test_unknown_vmap_method_is_refused(local_tesseract):
+    client = local_tesseract("rosenbrock")
+    with pytest.raises(ValueError, match="vmap_method"):
+        apply_tesseract(client, {"x": XS[0], "a": 1.0, "b": 100.0}, vmap_method="magic")
+
+
+def test_hessian_under_vmap_matches_jax(local_tesseract):
+    """Second order through a loop call: per-element Hessians."""
+    client = local_tesseract("batched_rosenbrock")
+
+    def loss(f):
+        return lambda x: f(x, Y).sum()
+
+    hess = jax.vmap(jax.hessian(loss(tesseract_terms(client, "sequential"))))(XS)
+    np.testing.assert_allclose(
+        hess, jax.vmap(jax.hessian(loss(terms)))(XS), rtol=1e-6, atol=1e-6
+    )
