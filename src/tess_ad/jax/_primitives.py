@@ -29,18 +29,31 @@ host function directly), a lowering (a host callback, emitted as
 tesseract-jax does, declared free of side effects so XLA may drop unused
 calls) and a batching rule.
 
-Batching is sequential, one Tesseract call per batch element: a Python loop
-outside ``jit`` (each element runs eagerly, so no output shapes are needed in
-advance) and ``jax.lax.map`` under ``jit`` (a small program). The exception is
-a batch of (co)tangents at one unbatched point (``jacfwd``, ``jacrev``):
-``jvp_p``/``vjp_p`` take the whole batch at once (parameter ``batch``) and the
-host hands it to ``Endpoints.jvp_many``/``vjp_many``, which make one
-``jacobian`` call when the Tesseract has that endpoint (see
+Batching (``jax.vmap``) binds the same primitive once more, on a batched
+:class:`~tess_ad.jax._call.TesseractCall`, so that every derivative rule
+above applies to the batch unchanged:
+
+* a *vectorised* call (``vmap_method`` ``expand_dims``, ``broadcast_all``,
+  ``auto_experimental`` or ``auto``): the operands get a leading batch axis
+  (``_vectorize_plan`` says which, by tesseract-jax's rules) and the
+  Tesseract computes the whole batch in ONE call, returning the axis on every
+  output;
+* a *loop* call (``sequential``, or when the schema rules vectorising out):
+  its host functions slice the batch, run the unbatched call per element
+  (``vmap_workers`` at a time) and stack, or sum the VJP of an input shared
+  by every element. Under ``jit`` this is one host callback for the batch.
+
+A batch of (co)tangents at one unbatched point (``jacfwd``, ``jacrev``) is
+different: ``jvp_p``/``vjp_p`` take the whole batch at once (parameter
+``batch``) and the host hands it to ``Endpoints.jvp_many``/``vjp_many``,
+which make one ``jacobian`` call when the Tesseract has that endpoint (see
 ``materialize_jacobian``) and one JVP/VJP call per row otherwise, the same
-choice as for PyTorch. Keeping this inside ``jvp_p``/``vjp_p``, rather than
-in a separate Jacobian primitive, keeps their derivative rules: ``hessian``
-of a loss costs one Hessian-vector product per direction, not one per output
-element.
+choice as for PyTorch (a vectorising method without a ``jacobian`` endpoint
+makes ``jacfwd`` one JVP call with the primal broadcast, as tesseract-jax
+does). Keeping this inside ``jvp_p``/``vjp_p``, rather than in a separate
+Jacobian primitive, keeps their derivative rules: ``hessian`` of a loss
+costs one Hessian-vector product per direction, not one per output element.
+``hvp_p`` batches by binding once per element.
 
 Host functions (``TesseractCall.host_*``) use NumPy only: calling
 ``jax.numpy`` inside a callback can deadlock.
