@@ -230,3 +230,78 @@ def test_hessian_under_vmap_matches_jax(local_tesseract):
     np.testing.assert_allclose(
         hess, jax.vmap(jax.hessian(loss(terms)))(XS), rtol=1e-6, atol=1e-6
     )
+
+
+# -- what XLA may merge and drop --------------------------------------------
+
+
+def test_two_identical_calls_in_one_jit_make_one_call(tesseract_factory):
+    client = tesseract_factory("rosenbrock")
+
+    def loss(x):
+        return apply_tesseract(client, {"x": x, "a": 1.0, "b": 100.0})["loss"]
+
+    x = XS[0]
+    with Spy(client) as spy:
+        out = jax.jit(lambda x: loss(x) + 2.0 * loss(x))(x)
+    assert spy.calls["apply"] == 1
+    np.testing.assert_allclose(out, 3.0 * loss(x), rtol=1e-14)
+    # different static values are different calls: never merged
+    with Spy(client) as spy:
+        jax.jit(
+            lambda x: (
+                loss(x)
+                + apply_tesseract(client, {"x": x, "a": 2.0, "b": 100.0})["loss"]
+            )
+        )(x)
+    assert spy.calls["apply"] == 2
+
+
+def test_a_discarded_call_is_not_made(local_tesseract):
+    client = local_tesseract("rosenbrock")
+
+    def f(x):
+        loss = apply_tesseract(client, {"x": x, "a": 1.0, "b": 100.0})["loss"]
+        return jnp.where(True, jnp.sum(x), loss)
+
+    with Spy(client) as spy:
+        out = jax.jit(f)(XS[0])
+    assert spy.calls["apply"] == 0
+    np.testing.assert_allclose(out, jnp.sum(XS[0]))
+
+
+def test_constant_inputs_under_jit_are_called_when_the_program_runs(local_tesseract):
+    """Not while tracing: lowering, eval_shape and a discarded result make no apply."""
+    client = local_tesseract("rosenbrock")
+    x0 = jnp.array([0.5, 1.5])
+
+    def f(s):
+        return apply_tesseract(client, {"x": x0, "a": 1.0, "b": 100.0})["loss"] + s
+
+    with Spy(client) as spy:
+        jax.jit(f).lower(1.0)
+        jax.eval_shape(f, 1.0)
+        assert spy.calls["apply"] == 0
+        compiled = jax.jit(f)
+        np.testing.assert_allclose(compiled(1.0), f(1.0), rtol=1e-14)
+        np.testing.assert_allclose(compiled(2.0), f(2.0), rtol=1e-14)
+    # two runs of the compiled program and the two eager references
+    assert spy.calls["apply"] == 4
+
+
+def test_constant_inputs_under_jit_with_string_outputs_are_called_while_tracing(
+    test_tesseract,
+):
+    """A compiled program cannot return a string: such a call runs at trace time,
+    as an eager call would, so ``note`` keeps its value."""
+    client = test_tesseract("fixed_shapes")
+
+    def f(s):
+        out = apply_tesseract(client, {"x": np.array([1.0, 2.0, 3.0])})
+        assert out["note"] == "fixed"
+        return out["total"] + s
+
+    with Spy(client) as spy:
+        out = jax.jit(f)(1.0)
+    assert spy.calls["apply"] == 1
+    np.testing.assert_allclose(out, 2.0 * 14.0 + 1.0)

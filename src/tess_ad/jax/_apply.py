@@ -18,7 +18,7 @@ import numpy as np
 from tess_ad._endpoints import Endpoints
 from tess_ad._schema import as_numpy
 
-from ._call import prepare_call
+from ._call import Prepared, prepare_call
 from ._primitives import apply_p
 from ._spec import spec_from_flat, store_record
 
@@ -173,22 +173,31 @@ def apply_tesseract(
     call = prepared.call
 
     if call is None:  # concrete inputs: no transformation, call apply directly
-        assert prepared.concrete_inputs is not None  # set exactly when call is None
-        flat = endpoints.apply(prepared.concrete_inputs)
-        spec = spec_from_flat(flat, "a recorded concrete call")
-        store_record(tesseract_client, prepared.key, spec)
-        values = {}
-        for leaf in spec.leaves:
-            value = flat[leaf.path].value
-            if leaf.kind == "array":
-                value = jnp.asarray(np.asarray(as_numpy(value), dtype=leaf.dtype))
-            values[leaf.path] = value
-        return flat.unflatten(values)
+        return _direct(endpoints, prepared)
 
     outs = apply_p.bind(*prepared.operand_values, call=call)
     spec = call.spec()
+    if prepared.deferred and any(leaf.kind == "other" for leaf in spec.leaves):
+        # Constant inputs under jit, and outputs (strings...) that no compiled
+        # program can return: call now, while tracing, as an eager call would.
+        return _direct(endpoints, prepared)
     values = dict(zip((leaf.path for leaf in spec.traced), outs, strict=True))
     for leaf in spec.leaves:
         if leaf.kind == "other":
             values[leaf.path] = call.last_others.get(leaf.path)
     return spec.unflatten(values)
+
+
+def _direct(endpoints: Endpoints, prepared: Prepared) -> Any:
+    """``apply`` on concrete inputs, now; records the output shapes for later ``jit``."""
+    assert prepared.concrete_inputs is not None
+    flat = endpoints.apply(prepared.concrete_inputs)
+    spec = spec_from_flat(flat, "a recorded concrete call")
+    store_record(endpoints.tesseract, prepared.key, spec)
+    values = {}
+    for leaf in spec.leaves:
+        value = flat[leaf.path].value
+        if leaf.kind == "array":
+            value = jnp.asarray(np.asarray(as_numpy(value), dtype=leaf.dtype))
+        values[leaf.path] = value
+    return flat.unflatten(values)

@@ -25,6 +25,7 @@ callback that calls back into JAX can deadlock) and get every number from
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from tess_ad._endpoints import Endpoints, NoGradientRouteError
 from tess_ad._schema import FlatTree, Leaf, SchemaError, as_numpy
 from tess_ad._values import placeholder
 
-from ._compat import Tracer, canonical_dtype, hold_weakly_in_jax_caches
+from ._compat import Tracer, canonical_dtype, hold_weakly_in_jax_caches, under_jit
 from ._spec import (
     InputKey,
     OutputShapeError,
@@ -675,12 +676,18 @@ class Prepared:
         concrete_inputs: The flat NumPy inputs for a direct ``apply``
             (concrete calls), their nested tree already built.
         key: The input key (shapes, dtypes and static values).
+        deferred: Every input is concrete, but we are tracing a ``jit``: the
+            call is a primitive all the same, so it runs when the compiled
+            program does (or not at all, if its result is unused), never
+            while tracing. ``concrete_inputs`` is set too, for a Tesseract
+            whose outputs only a direct call can give (strings).
     """
 
     call: TesseractCall | None
     operand_values: list[Any]
     concrete_inputs: FlatTree | None
     key: InputKey
+    deferred: bool = False
 
 
 def prepare_call(
@@ -717,7 +724,8 @@ def prepare_call(
             key.append(("t", path))
         concrete = concrete and is_concrete(leaf.value)
     input_key: InputKey = tuple(key)
-    if concrete:
+    deferred = concrete and under_jit()
+    if concrete and not deferred:
         return Prepared(None, [], flat, input_key)
 
     operands: list[Operand] = []
@@ -769,17 +777,73 @@ def prepare_call(
             compute_dtype = leaf.compute_dtype
             assert compute_dtype is not None  # an array leaf always has a dtype
             abstract[path] = {"shape": list(leaf.shape), "dtype": compute_dtype.name}
-    call = TesseractCall(
-        endpoints,
-        flat.replace(fill),
+    skeleton = flat.replace(fill)
+    options = (materialize_jacobian, vmap_method, vmap_workers)
+    interned = _interning_key(endpoints, skeleton, operands, options)
+    call = _INTERNED.get(interned) if interned is not None else None
+    if call is None:
+        call = TesseractCall(
+            endpoints,
+            skeleton,
+            tuple(operands),
+            input_key,
+            abstract,
+            materialize_jacobian,
+            vmap_method=vmap_method,
+            vmap_workers=vmap_workers,
+        )
+        if interned is not None:
+            with _INTERN_LOCK:
+                call = _INTERNED.setdefault(interned, call)
+    return Prepared(call, values, flat if deferred else None, input_key, deferred)
+
+
+# Under ``jit``, identical calls (same client, operand shapes and dtypes, same
+# static values, same options) share one TesseractCall: their primitives then
+# have equal parameters and one host callback, which XLA's common-subexpression
+# pass merges (the callback is declared free of side effects), so two identical
+# calls in one program make one Tesseract call. Held weakly: an entry lives as
+# long as a jaxpr or compiled program holds its call. Eager transformations get
+# a fresh call each time (their host functions keep per-call state).
+_INTERN_LOCK = threading.Lock()
+_INTERNED: weakref.WeakValueDictionary[Any, TesseractCall] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _interning_key(
+    endpoints: Endpoints,
+    skeleton: FlatTree,
+    operands: Sequence[Operand],
+    options: tuple[Any, ...],
+) -> Any:
+    """What makes two traced calls the same call, or ``None`` to never share it.
+
+    Static values compare by value when hashable and by identity otherwise
+    (a NumPy array: the interned call's skeleton keeps that very object
+    alive, so its id cannot be reused while the entry exists).
+    """
+    if not under_jit():
+        return None
+    statics = []
+    traced = {op.path for op in operands}
+    for path, leaf in skeleton.items():
+        if path in traced:
+            continue
+        value = leaf.value
+        try:
+            hash(value)
+        except TypeError:
+            value = ("id", id(value))
+        else:
+            value = ("value", type(value), value)
+        statics.append((path, value))
+    return (
+        id(endpoints.tesseract),
         tuple(operands),
-        input_key,
-        abstract,
-        materialize_jacobian,
-        vmap_method=vmap_method,
-        vmap_workers=vmap_workers,
+        tuple(statics),
+        options,
     )
-    return Prepared(call, values, None, input_key)
 
 
 def _to_python(value: Any) -> Any:
