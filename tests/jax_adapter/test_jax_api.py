@@ -22,6 +22,8 @@ def test_public_names():
         "OutputShapeError",
         "TesseractModule",
         "apply_tesseract",
+        "save_intermediates",
+        "sow",
     ]
 
 

@@ -35,7 +35,7 @@ from tess_ad.torch import apply_tesseract
 def test_public_surface():
     import tess_ad.torch as tt
 
-    assert tt.__all__ == ["apply_tesseract"]
+    assert tt.__all__ == ["apply_tesseract", "save_intermediates", "sow"]
     assert tt.apply_tesseract is apply_tesseract
 
 

@@ -5,12 +5,21 @@
 layer. Every derivative number comes from the core's one numeric layer (the
 same calls the PyTorch adapter makes), never from this package.
 ``OutputShapeError`` is what ``jit`` raises when a Tesseract's output shapes
-cannot be known before it runs.
+cannot be known before it runs. ``sow``/``save_intermediates`` (tesseract-jax's
+interface) show the primals, tangents and cotangents inside a pipeline.
 """
 
 from . import _requires  # noqa: F401 - first: names the extra when the framework is missing
 from ._apply import apply_tesseract as apply_tesseract
 from ._module import TesseractModule as TesseractModule
+from ._sow import save_intermediates as save_intermediates
+from ._sow import sow as sow
 from ._spec import OutputShapeError as OutputShapeError
 
-__all__ = ["OutputShapeError", "TesseractModule", "apply_tesseract"]
+__all__ = [
+    "OutputShapeError",
+    "TesseractModule",
+    "apply_tesseract",
+    "save_intermediates",
+    "sow",
+]

@@ -183,8 +183,10 @@ class TesseractCall:
     def _resolve_spec(self) -> OutputSpec:
         if self.batch_of is not None:
             parent, size, how = self.batch_of
-            spec = parent.spec()
-            return spec.with_batch(size, f"{spec.source}, batched by vmap ({how})")
+            element = parent.spec()
+            return element.with_batch(
+                size, f"{element.source}, batched by vmap ({how})"
+            )
         ep = self.endpoints
         problems = []
         failure: Exception | None = None

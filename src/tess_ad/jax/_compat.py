@@ -26,6 +26,7 @@ __all__ = [
     "emit_python_callback",
     "float0",
     "hold_weakly_in_jax_caches",
+    "lower_fun",
     "mlir",
     "under_jit",
 ]
@@ -66,6 +67,14 @@ except AttributeError as exc:  # pragma: no cover - depends on the JAX version
     raise _missing("jax.interpreters.mlir.emit_python_callback", "jit") from exc
 
 
+try:
+    # A lowering written as a JAX function: sow's lowering adds a
+    # jax.debug.callback (public) to report values when the program runs.
+    lower_fun = mlir.lower_fun
+except AttributeError as exc:  # pragma: no cover - depends on the JAX version
+    raise _missing("jax.interpreters.mlir.lower_fun", "sow under jit") from exc
+
+
 def canonical_dtype(dtype: Any) -> np.dtype:
     """The dtype JAX uses for ``dtype`` (float64 becomes float32 without x64)."""
     return np.dtype(jax.dtypes.canonicalize_dtype(np.dtype(dtype)))
@@ -78,8 +87,10 @@ if _UNDER_JIT is None:  # pragma: no cover - depends on the JAX version
 if _UNDER_JIT is None:  # pragma: no cover - depends on the JAX version
     warnings.warn(
         "tess_ad.jax: this JAX has no jax.extend.core.unsafe_am_i_under_a_jit_DO_NOT_USE; "
-        "jax.vmap of a Tesseract call inside jit unrolls into one call per element in "
-        "the program (correct, but a longer compile) instead of a jax.lax.map loop.",
+        "inside jit, a Tesseract call whose inputs are all constants now runs while "
+        "tracing (not when the program runs), identical calls are not merged, and the "
+        "vmap of a second-order product unrolls one call per element in the program "
+        "(all correct, only slower).",
         RuntimeWarning,
         stacklevel=2,
     )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["plain_backward"]
+__all__ = ["forward_ad_level", "plain_backward"]
 
 
 def _lookup() -> tuple[Callable[[], bool], Callable[[], int]] | None:
@@ -58,3 +58,10 @@ def plain_backward() -> bool:
         return False
     functorch_active, level = _STATE
     return not functorch_active() and level() < 0
+
+
+def forward_ad_level() -> int:
+    """The innermost open ``forward_ad.dual_level`` (-1: none; 0 if unknown)."""
+    if _STATE is None:
+        return 0  # unknown: callers then ask forward_ad itself, which is always right
+    return _STATE[1]()

@@ -668,4 +668,5 @@ VJPJVP.vmap = _sequential_vmap(VJPJVP, 4)  # type: ignore[method-assign]
 # each time (about a third of the cost of an ``apply``). ``inspect`` reads a
 # ready ``__signature__`` instead, so it is computed once here.
 for _fn in (Apply, VJP, VJPMany, JVP, JVPMany, VJPJVP):
-    _fn.forward.__signature__ = inspect.signature(_fn.forward)  # type: ignore[attr-defined]
+    _forward: Any = _fn.forward
+    _forward.__signature__ = inspect.signature(_forward)
