@@ -70,7 +70,11 @@ class TesseractClient(Protocol):
     ``apply`` and ``openapi_schema`` are required. The gradient endpoints
     (``jacobian``, ``jacobian_vector_product``, ``vector_jacobian_product``)
     and ``abstract_eval`` are used when the OpenAPI schema lists them, with
-    tesseract-core's signatures.
+    tesseract-core's signatures. tess_ad calls every endpoint with
+    tesseract-core's keyword names (``apply(inputs=...)``,
+    ``vector_jacobian_product(inputs=, vjp_inputs=, vjp_outputs=,
+    cotangent_vector=)``, ``abstract_eval(abstract_inputs=)``...), so a client
+    or wrapper whose methods take keywords only works as well.
     """
 
     @property

@@ -120,7 +120,7 @@ class Endpoints:
         Raises:
             SchemaError: If the outputs do not fit the Tesseract's OutputSchema.
         """
-        outputs = self.tesseract.apply(self.flat_inputs(inputs).tree)
+        outputs = self.tesseract.apply(inputs=self.flat_inputs(inputs).tree)
         try:
             return self.schema.outputs.flatten(outputs, check=False)
         except SchemaError as exc:
@@ -161,7 +161,10 @@ class Endpoints:
             return _zeros(flat, vjp_inputs)
         if self.has_vjp:
             result = self.tesseract.vector_jacobian_product(
-                flat.tree, list(vjp_inputs), list(cts), cts
+                inputs=flat.tree,
+                vjp_inputs=list(vjp_inputs),
+                vjp_outputs=list(cts),
+                cotangent_vector=cts,
             )
             return self._fit_inputs(result, flat, vjp_inputs, VJP)
         if self.has_jacobian:
@@ -209,7 +212,10 @@ class Endpoints:
             tangents = {p: as_numpy(tangent_vector[p]) for p in jvp_inputs}
         if self.has_jvp:
             result = self.tesseract.jacobian_vector_product(
-                flat.tree, list(tangents), list(jvp_outputs), tangents
+                inputs=flat.tree,
+                jvp_inputs=list(tangents),
+                jvp_outputs=list(jvp_outputs),
+                tangent_vector=tangents,
             )
             return {
                 o: _entry(result, o, None, self.output_dtype(o), JVP)
@@ -344,7 +350,9 @@ class Endpoints:
             if not self.has_jacobian:
                 raise _no_route("a Jacobian from the jacobian endpoint", JAC)
             result = self.tesseract.jacobian(
-                flat.tree, list(jac_inputs), list(jac_outputs)
+                inputs=flat.tree,
+                jac_inputs=list(jac_inputs),
+                jac_outputs=list(jac_outputs),
             )
             return {
                 o: {

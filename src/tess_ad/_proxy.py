@@ -149,8 +149,8 @@ class FiniteDifferenceTesseract(ClientWrapper):
     def apply(self, inputs: dict, run_id: str | None = None) -> dict:
         """Run the wrapped Tesseract's ``apply``."""
         if run_id is None:
-            return self.wrapped.apply(inputs)
-        return self.wrapped.apply(inputs, run_id=run_id)
+            return self.wrapped.apply(inputs=inputs)
+        return self.wrapped.apply(inputs=inputs, run_id=run_id)
 
     def jacobian(
         self,
@@ -230,8 +230,8 @@ class FiniteDifferenceTesseract(ClientWrapper):
         """One evaluation of a sweep; a lost connection says where and what is kept."""
         try:
             if run_id is None:
-                return self.wrapped.apply(inputs)
-            return self.wrapped.apply(inputs, run_id=run_id)
+                return self.wrapped.apply(inputs=inputs)
+            return self.wrapped.apply(inputs=inputs, run_id=run_id)
         except _TRANSIENT as exc:
             url = url_of(self.wrapped)
             kept = (

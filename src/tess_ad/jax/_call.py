@@ -161,7 +161,7 @@ class TesseractCall:
         if ep.schema.has("abstract_eval"):
             try:
                 abstract_inputs = self._skeleton.unflatten(self._abstract)
-                result = self.tesseract.abstract_eval(abstract_inputs)
+                result = self.tesseract.abstract_eval(abstract_inputs=abstract_inputs)
                 return spec_from_abstract(ep.schema, result)
             except Exception as exc:  # fall back to the next source, but say why
                 failure = exc
