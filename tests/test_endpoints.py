@@ -123,8 +123,10 @@ def test_zero_vectors_cost_no_call_and_are_not_requested(local_tesseract):
             ["loss", "residuals"],
             {"loss": 1.0, "residuals": np.zeros(6)},
         )
-        ((args, _),) = spy.args["vector_jacobian_product"]
-        assert list(args[2]) == ["loss"]  # the all-zero cotangent is dropped
+        ((_, kwargs),) = spy.args["vector_jacobian_product"]
+        assert list(kwargs["vjp_outputs"]) == [
+            "loss"
+        ]  # the all-zero cotangent is dropped
         spy.reset()
         out = ep.jvp(
             inputs(), ["x"], ["residuals"], {"x": np.zeros(4)}, {"residuals": (6,)}

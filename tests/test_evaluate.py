@@ -164,12 +164,12 @@ def test_server_killed_during_a_call_keeps_every_finished_evaluation(tmp_path):
         real_apply = spy._orig["apply"]
         timers = []
 
-        def apply(inp, *a, **k):
+        def apply(inputs, *a, **k):
             spy.calls["apply"] += 1
             if spy.calls["apply"] == kill_during:
                 timers.append(threading.Timer(0.15, server.stop))
                 timers[-1].start()
-            return real_apply(inp, *a, **k)
+            return real_apply(inputs, *a, **k)
 
         t.apply = apply
         with pytest.raises(
@@ -221,13 +221,13 @@ def test_exception_in_one_evaluation_stops_the_sweep_and_keeps_the_rest(
     succeeded = []
     lock = threading.Lock()
 
-    def flaky(inp, *a, **k):
+    def flaky(inputs, *a, **k):
         with lock:
             spy.calls["apply"] += 1
             n = spy.calls["apply"]
         if n == 4:
             raise ValueError("simulator diverged")
-        out = real(inp, *a, **k)
+        out = real(inputs, *a, **k)
         with lock:
             succeeded.append(n)
         return out

@@ -1,5 +1,6 @@
 """``with_finite_differences``: call counts, accuracy, interface and bad arguments, on real Tesseracts."""
 
+import inspect
 import re
 
 import numpy as np
@@ -148,6 +149,66 @@ def test_badly_scaled_inputs_scale_aware_vs_tesseract_core(local_tesseract):
     assert np.max(core_rel) > 1e-6, (
         core_rel
     )  # the absolute default step fails at 1e-6 (and 1e6)
+
+
+def test_proxy_is_a_tesseract_and_defines_every_public_member():
+    """Every public member of the installed Tesseract is the proxy's own.
+
+    A member inherited unchanged would run tesseract-core's code on an object
+    without a connection (``_client`` is ``None``); a tesseract-core release
+    that adds one fails here, naming it.
+    """
+    from tesseract_core import Tesseract
+
+    from tess_ad._proxy import FiniteDifferenceTesseract
+
+    members = [n for n in dir(Tesseract) if not n.startswith("_")]
+    members += ["__enter__", "__exit__", "__init__"]
+    inherited = [
+        n
+        for n in members
+        if inspect.getattr_static(FiniteDifferenceTesseract, n)
+        is inspect.getattr_static(Tesseract, n)
+    ]
+    assert inherited == []
+    assert issubclass(FiniteDifferenceTesseract, Tesseract)
+
+
+def test_tesseract_members_reach_the_wrapped_tesseract(
+    local_tesseract, served_tesseract
+):
+    from tesseract_core import Tesseract
+
+    t = local_tesseract("rosenbrock")
+    fd = tess_ad.with_finite_differences(t, method="forward")
+    assert isinstance(fd, Tesseract)
+    assert fd.health() == t.health()
+    assert fd.server_capabilities is None  # in-process
+    assert fd.current_encoding == t.current_encoding
+    assert fd.resolve_gpu_transport() == t.resolve_gpu_transport()
+    view = fd.with_encoding(gpu_transport="none")
+    assert isinstance(view, Tesseract) and view.method == "forward"
+    assert (
+        view.wrapped is not t and "vector_jacobian_product" in view.available_endpoints
+    )
+    with fd as entered:
+        assert entered is fd
+    with pytest.raises(RuntimeError, match="Can only serve"):
+        fd.serve()  # the wrapped Tesseract's own answer
+    with pytest.raises(TypeError, match="wraps a Tesseract"):
+        type(fd).from_url("http://127.0.0.1:1")
+    served = served_tesseract("rosenbrock")
+    fd_served = tess_ad.with_finite_differences(served)
+    assert fd_served.health() == served.health()
+    assert fd_served.server_capabilities == served.server_capabilities
+    inputs = example_inputs("rosenbrock")
+    args = {"inputs": inputs, "vjp_inputs": ["x"], "vjp_outputs": ["loss"]}
+    ct = {"cotangent_vector": {"loss": np.float64(1.0)}}
+    assert_trees_close(
+        view.vector_jacobian_product(**args, **ct),
+        fd.vector_jacobian_product(**args, **ct),
+        rtol=0,
+    )
 
 
 def test_proxy_interface(local_tesseract):

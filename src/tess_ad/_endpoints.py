@@ -24,7 +24,15 @@ Routes, in order of preference:
 
 Only outputs whose cotangent is not all zero are requested from a VJP
 endpoint, and only inputs whose tangent is not all zero move in a JVP; a
-product whose vectors are all zero costs no call at all.
+product whose vectors are all zero costs no call at all. Many hand-written
+Tesseracts answer such a partial request with a placeholder (``0.0`` for an
+array it was not asked to connect), which tesseract-core's validation
+refuses. So when a partial request fails, it is sent once more complete
+(every differentiable output of the call with zero cotangents, or every
+differentiable input with zero tangents, as the references always ask); if
+that succeeds, every later request of that endpoint to the same client is
+sent complete (learnt once per client, logged at INFO on the ``tess_ad``
+logger). Tesseracts that answer partial requests never pay for this.
 
 Inputs come as a :class:`~tess_ad.FlatTree` (flattened once by the adapter;
 nested inputs are accepted too and flattened here), and each endpoint call
@@ -39,19 +47,36 @@ calls and are less accurate.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ._client import JAC, JVP, VJP, endpoint_label
+from ._client import JAC, JVP, VJP, endpoint_label, remote_target, transient_errors
+from ._errors import TesseractConnectionError
 from ._fd import directional_step
 from ._schema import FlatTree, SchemaError, as_numpy, tesseract_schema
 
 __all__ = ["Endpoints", "NoGradientRouteError"]
 
 Arrays = dict[str, np.ndarray]
+
+log = logging.getLogger("tess_ad")
+
+# Failures a complete request cannot mend: the connection, not the request.
+_NOT_THE_REQUEST: tuple[type[BaseException], ...] = (
+    *transient_errors(),
+    TesseractConnectionError,
+)
+
+# client -> the endpoints (VJP, JVP) it must be sent complete requests for;
+# learnt from a failed partial request (see Endpoints._request).
+_COMPLETE_LOCK = threading.Lock()
+_COMPLETE: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 class NoGradientRouteError(NotImplementedError):
@@ -95,6 +120,11 @@ class Endpoints:
         self.has_jvp = self.schema.has(JVP)
         self.has_jacobian = self.schema.has(JAC)
         self.accuracy = float(getattr(tesseract, "tess_ad_derivative_accuracy", 1.0))
+        try:
+            with _COMPLETE_LOCK:
+                self._complete = _COMPLETE.setdefault(tesseract, set())
+        except TypeError:  # not weak-referenceable: learnt for this object only
+            self._complete = set()
 
     @property
     def has_reverse(self) -> bool:
@@ -120,7 +150,7 @@ class Endpoints:
         Raises:
             SchemaError: If the outputs do not fit the Tesseract's OutputSchema.
         """
-        outputs = self.tesseract.apply(self.flat_inputs(inputs).tree)
+        outputs = self.tesseract.apply(inputs=self.flat_inputs(inputs).tree)
         try:
             return self.schema.outputs.flatten(outputs, check=False)
         except SchemaError as exc:
@@ -143,8 +173,20 @@ class Endpoints:
         vjp_inputs: Sequence[str],
         vjp_outputs: Sequence[str],
         cotangent_vector: Mapping[str, Any],
+        *,
+        output_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> Arrays:
         """Vector-Jacobian product: ``{in_path: sum_out ct[out] . J[out, in]}``.
+
+        Args:
+            inputs: The point.
+            vjp_inputs: Input paths to differentiate with respect to.
+            vjp_outputs: Output paths the cotangent applies to.
+            cotangent_vector: ``{out_path: array}`` for every path of ``vjp_outputs``.
+            output_shapes: The shape of every differentiable output of the
+                call, when known: a Tesseract that cannot answer a partial
+                request is then asked for all of them, with zero cotangents
+                (see the module docstring).
 
         Returns:
             One array per path of ``vjp_inputs``, in that input's shape and
@@ -160,9 +202,24 @@ class Endpoints:
         if not cts:
             return _zeros(flat, vjp_inputs)
         if self.has_vjp:
-            result = self.tesseract.vector_jacobian_product(
-                flat.tree, list(vjp_inputs), list(cts), cts
-            )
+            complete = None
+            if output_shapes is not None and not set(output_shapes) <= set(cts):
+                complete = {
+                    o: cts[o]
+                    if o in cts
+                    else np.zeros(output_shapes[o], self.output_dtype(o))
+                    for o in output_shapes
+                }
+
+            def call(cts: Arrays) -> Any:
+                return self.tesseract.vector_jacobian_product(
+                    inputs=flat.tree,
+                    vjp_inputs=list(vjp_inputs),
+                    vjp_outputs=list(cts),
+                    cotangent_vector=cts,
+                )
+
+            result = self._request(VJP, call, cts, complete)
             return self._fit_inputs(result, flat, vjp_inputs, VJP)
         if self.has_jacobian:
             batched = {o: ct[np.newaxis] for o, ct in cts.items()}
@@ -208,9 +265,27 @@ class Endpoints:
         if not tangents:  # shapes unknown: ask for the product of zeros
             tangents = {p: as_numpy(tangent_vector[p]) for p in jvp_inputs}
         if self.has_jvp:
-            result = self.tesseract.jacobian_vector_product(
-                flat.tree, list(tangents), list(jvp_outputs), tangents
-            )
+            every = [
+                p for p, leaf in flat.items() if leaf.differentiable and leaf.is_array
+            ]
+            complete = None
+            if not set(every) <= set(tangents):
+                complete = {
+                    p: tangents[p]
+                    if p in tangents
+                    else np.zeros(_shape(flat, p), _dtype(flat, p))
+                    for p in every
+                }
+
+            def call(tangents: Arrays) -> Any:
+                return self.tesseract.jacobian_vector_product(
+                    inputs=flat.tree,
+                    jvp_inputs=list(tangents),
+                    jvp_outputs=list(jvp_outputs),
+                    tangent_vector=tangents,
+                )
+
+            result = self._request(JVP, call, tangents, complete)
             return {
                 o: _entry(result, o, None, self.output_dtype(o), JVP)
                 for o in jvp_outputs
@@ -232,6 +307,7 @@ class Endpoints:
         cotangents: Mapping[str, Any],
         *,
         use_jacobian: bool | None = None,
+        output_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> Arrays:
         """A batch of VJPs at one point (``jacrev``, ``vmap`` of a VJP function).
 
@@ -247,6 +323,7 @@ class Endpoints:
                 always the whole Jacobian (built from VJP or JVP calls if
                 there is no endpoint). ``False``: one VJP call per row
                 (unless there is no VJP endpoint, only a ``jacobian``).
+            output_shapes: As for :meth:`vjp`.
 
         Returns:
             ``{in_path: array(B, *in_shape)}``.
@@ -257,7 +334,13 @@ class Endpoints:
         if self._use_jacobian(use_jacobian, "reverse", batch) and vjp_inputs and cts:
             return self._vjp_via_jacobian(flat, vjp_inputs, cts, batch)
         rows = [
-            self.vjp(flat, vjp_inputs, vjp_outputs, {o: c[b] for o, c in cts.items()})
+            self.vjp(
+                flat,
+                vjp_inputs,
+                vjp_outputs,
+                {o: c[b] for o, c in cts.items()},
+                output_shapes=output_shapes,
+            )
             for b in range(batch)
         ]
         return {
@@ -344,7 +427,9 @@ class Endpoints:
             if not self.has_jacobian:
                 raise _no_route("a Jacobian from the jacobian endpoint", JAC)
             result = self.tesseract.jacobian(
-                flat.tree, list(jac_inputs), list(jac_outputs)
+                inputs=flat.tree,
+                jac_inputs=list(jac_inputs),
+                jac_outputs=list(jac_outputs),
             )
             return {
                 o: {
@@ -374,7 +459,12 @@ class Endpoints:
             blocks: dict[str, Arrays] = {}
             for o, cts in _basis(jac_outputs, output_shapes):
                 rows = self.vjp_many(
-                    flat, jac_inputs, jac_outputs, cts, use_jacobian=False
+                    flat,
+                    jac_inputs,
+                    jac_outputs,
+                    cts,
+                    use_jacobian=False,
+                    output_shapes={q: output_shapes[q] for q in jac_outputs},
                 )
                 shape = tuple(output_shapes[o])
                 blocks[o] = {
@@ -400,6 +490,8 @@ class Endpoints:
         vjp_outputs: Sequence[str],
         cotangent_vector: Mapping[str, Any],
         tangent_vector: Mapping[str, Any],
+        *,
+        output_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> Arrays:
         """Derivative of the VJP along a direction of the inputs (second order).
 
@@ -423,6 +515,7 @@ class Endpoints:
             cotangent_vector: The cotangent ``ct``.
             tangent_vector: The direction ``t``: ``{in_path: array}`` over any
                 differentiable input paths (missing paths do not move).
+            output_shapes: As for :meth:`vjp`.
 
         Returns:
             ``{in_path: array}`` for every path of ``vjp_inputs``.
@@ -437,8 +530,16 @@ class Endpoints:
             return _zeros(flat, vjp_inputs)
         plus = flat.replace({p: (x[p] + h * t[p]).astype(x[p].dtype) for p in x})
         minus = flat.replace({p: (x[p] - h * t[p]).astype(x[p].dtype) for p in x})
-        g_plus = self.vjp(plus, vjp_inputs, vjp_outputs, cotangent_vector)
-        g_minus = self.vjp(minus, vjp_inputs, vjp_outputs, cotangent_vector)
+        g_plus = self.vjp(
+            plus, vjp_inputs, vjp_outputs, cotangent_vector, output_shapes=output_shapes
+        )
+        g_minus = self.vjp(
+            minus,
+            vjp_inputs,
+            vjp_outputs,
+            cotangent_vector,
+            output_shapes=output_shapes,
+        )
         return {
             p: ((g_plus[p].astype(np.float64) - g_minus[p]) / (2.0 * h)).astype(
                 _dtype(flat, p)
@@ -447,6 +548,54 @@ class Endpoints:
         }
 
     # -- helpers -------------------------------------------------------------------
+
+    def _request(
+        self,
+        endpoint: str,
+        call: Callable[[Arrays], Any],
+        vectors: Arrays,
+        complete: Arrays | None,
+    ) -> Any:
+        """Call a VJP/JVP endpoint with ``vectors``, or ``complete`` if it needs that.
+
+        ``complete`` (``None`` when ``vectors`` already is) covers every
+        differentiable output (VJP) or input (JVP) of the call, zero where
+        ``vectors`` has nothing. It is sent straight away to a client known to
+        need it, or once after a partial request failed for any reason but
+        the connection; its success marks the client.
+        """
+        if complete is None:
+            return call(vectors)
+        if endpoint in self._complete:
+            return call(complete)
+        try:
+            return call(vectors)
+        except _NOT_THE_REQUEST:
+            raise
+        except Exception as first:
+            try:
+                result = call(complete)
+            except Exception as second:
+                raise second from first
+            with _COMPLETE_LOCK:
+                learnt = endpoint not in self._complete
+                self._complete.add(endpoint)
+            if learnt:
+                target = remote_target(self.tesseract)
+                log.info(
+                    "tess_ad: the Tesseract %s answered a partial %s request with an "
+                    "error, and a complete one (every differentiable %s, zero %s) "
+                    "correctly; this client is sent complete requests from now on "
+                    "(one failed call, once per client). The partial request failed "
+                    "with %s: %s",
+                    target[1] if target else type(self.tesseract).__name__,
+                    endpoint_label(endpoint),
+                    "output" if endpoint == VJP else "input",
+                    "cotangents" if endpoint == VJP else "tangents",
+                    type(first).__name__,
+                    _gist(first),
+                )
+            return result
 
     def _use_jacobian(self, use_jacobian: bool | None, mode: str, batch: int) -> bool:
         """Whether a batch of ``batch`` rows is served by one Jacobian.
@@ -534,6 +683,16 @@ class Endpoints:
 
 
 _F64 = np.dtype(np.float64)
+
+
+def _gist(exc: BaseException) -> str:
+    """The telling line of an endpoint's error (tesseract-core sends a traceback)."""
+    lines = [
+        line.replace("(see above for full traceback)", "").strip()
+        for line in str(exc).splitlines()
+    ]
+    lines = [line for line in lines if line and not line.startswith("For further")]
+    return lines[-1][:300] if lines else ""
 
 
 def _dtype(flat: FlatTree, path: str) -> np.dtype:

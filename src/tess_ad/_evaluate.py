@@ -243,7 +243,7 @@ def _annotate(
 
 def remote_apply(target: tuple[str, str], inputs: Mapping[str, Any]) -> dict:
     """Run ``apply`` on a dask worker; the client is made once per worker process."""
-    return _plain(client_for(target).apply(dict(inputs)))
+    return _plain(client_for(target).apply(inputs=dict(inputs)))
 
 
 def _plain(tree: Any) -> Any:

@@ -1,10 +1,13 @@
 """``with_finite_differences``: give any Tesseract gradient endpoints, client-side.
 
-The proxy has the client interface of ``tesseract_core.Tesseract`` (``apply``,
-``jacobian``, ``jacobian_vector_product``, ``vector_jacobian_product``,
-``abstract_eval`` when the wrapped client has it, ``openapi_schema``,
-``available_endpoints``), so the JAX and PyTorch adapters, and any other code
-written against a Tesseract, take it unchanged. Its gradient endpoints are
+The proxy is a ``tesseract_core.Tesseract`` (a :class:`~tess_ad._client.TesseractWrapper`:
+``isinstance(proxy, Tesseract)`` holds, without a connection of its own), with
+its client interface (``apply``, ``jacobian``, ``jacobian_vector_product``,
+``vector_jacobian_product``, ``abstract_eval`` when the wrapped client has it,
+``openapi_schema``, ``available_endpoints``; ``health``, ``with_encoding``,
+``with`` and the rest go to the wrapped Tesseract), so the JAX and PyTorch
+adapters, tesseract-jax and tesseract-torch, and any other code written
+against a Tesseract, take it unchanged. Its gradient endpoints are
 finite differences of the wrapped client's ``apply``, planned by ``_fd`` and
 evaluated by ``_evaluate`` (serially, on an executor or a dask cluster, with
 an optional on-disk cache). Nothing runs on the server side, so this works for
@@ -29,7 +32,7 @@ import numpy as np
 from ._cache import EvaluationCache
 from ._client import (
     GRADIENT_ENDPOINTS,
-    ClientWrapper,
+    TesseractWrapper,
     remote_target,
     transient_errors,
     url_of,
@@ -46,7 +49,7 @@ __all__ = ["FiniteDifferenceTesseract", "with_finite_differences"]
 _TRANSIENT = transient_errors()
 
 
-class FiniteDifferenceTesseract(ClientWrapper):
+class FiniteDifferenceTesseract(TesseractWrapper):
     """A Tesseract client whose gradient endpoints are finite differences of ``apply``.
 
     Made by :func:`with_finite_differences`; see there for the arguments.
@@ -106,6 +109,18 @@ class FiniteDifferenceTesseract(ClientWrapper):
         namespace = json.dumps(tesseract.openapi_schema["components"], sort_keys=True)
         self.cache = EvaluationCache(cache, namespace) if cache is not None else None
         self._remote = remote_target(tesseract)
+        self._options = {
+            "method": method,
+            "eps": eps,
+            "num_samples": num_samples,
+            "seed": seed,
+            "executor": executor,
+            "progress": progress,
+            "cache": cache,
+        }
+
+    def _rewrap(self, client: Any) -> FiniteDifferenceTesseract:
+        return FiniteDifferenceTesseract(client, **self._options)
 
     def _validate_eps_paths(self, schema: TesseractSchema) -> None:
         if not isinstance(self.eps, Mapping):
@@ -134,23 +149,20 @@ class FiniteDifferenceTesseract(ClientWrapper):
         return [p.lstrip("/") for p in self._openapi["paths"]]
 
     def __getattr__(self, name: str) -> Any:
-        # abstract_eval (and health, etc.) only when the wrapped client serves them
-        if name.startswith("tess_ad_"):
-            raise AttributeError(name)
-        if (
-            name == "abstract_eval"
-            and "abstract_eval" not in tesseract_schema(self.wrapped).endpoints
-        ):
+        if name == "abstract_eval":  # the property below refused it
             raise AttributeError(
                 "the wrapped Tesseract has no abstract_eval endpoint, so neither has this proxy"
             )
+        if name.startswith("tess_ad_"):
+            raise AttributeError(name)
         return super().__getattr__(name)
 
-    def apply(self, inputs: dict, run_id: str | None = None) -> dict:
-        """Run the wrapped Tesseract's ``apply``."""
-        if run_id is None:
-            return self.wrapped.apply(inputs)
-        return self.wrapped.apply(inputs, run_id=run_id)
+    @property
+    def abstract_eval(self) -> Any:
+        """The wrapped Tesseract's ``abstract_eval``; no attribute when it has none."""
+        if "abstract_eval" not in tesseract_schema(self.wrapped).endpoints:
+            raise AttributeError("abstract_eval")
+        return super().abstract_eval
 
     def jacobian(
         self,
@@ -230,8 +242,8 @@ class FiniteDifferenceTesseract(ClientWrapper):
         """One evaluation of a sweep; a lost connection says where and what is kept."""
         try:
             if run_id is None:
-                return self.wrapped.apply(inputs)
-            return self.wrapped.apply(inputs, run_id=run_id)
+                return self.wrapped.apply(inputs=inputs)
+            return self.wrapped.apply(inputs=inputs, run_id=run_id)
         except _TRANSIENT as exc:
             url = url_of(self.wrapped)
             kept = (
@@ -351,9 +363,12 @@ def with_finite_differences(
     """Wrap a Tesseract so its gradient endpoints are finite differences of ``apply``.
 
     Works for any Tesseract, including one that ships only ``apply``. The
-    result has the client interface of ``tesseract_core.Tesseract`` and is
-    accepted by :func:`tess_ad.jax.apply_tesseract` and
-    :func:`tess_ad.torch.apply_tesseract` wherever a Tesseract is.
+    result is a ``tesseract_core.Tesseract`` (``isinstance`` holds; its
+    gradient endpoints are the finite differences, everything else is the
+    wrapped Tesseract's), so it is accepted wherever a Tesseract is:
+    :func:`tess_ad.jax.apply_tesseract`, :func:`tess_ad.torch.apply_tesseract`,
+    ``tesseract_jax.apply_tesseract``. Using it as a context manager serves
+    the wrapped Tesseract (``with with_finite_differences(Tesseract.from_image(...)) as t:``).
 
     Cost per call (``n`` differentiated input elements, every output path
     served by the same evaluations): ``jacobian`` and

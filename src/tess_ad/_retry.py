@@ -108,9 +108,11 @@ class RetryingTesseract(ClientWrapper):
 
     def apply(self, inputs: dict, run_id: str | None = None) -> dict:
         """``apply``, retried on transient connection failures."""
-        kwargs = {} if run_id is None else {"run_id": run_id}
+        kwargs: dict[str, Any] = {"inputs": inputs}
+        if run_id is not None:
+            kwargs["run_id"] = run_id
         client = self._timed.get("apply", self.wrapped)
-        return self._call("apply", client.apply, (inputs,), kwargs)
+        return self._call("apply", client.apply, (), kwargs)
 
     def _call(self, endpoint: str, fn: Callable, args: tuple, kwargs: dict) -> Any:
         delay = self.backoff

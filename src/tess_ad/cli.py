@@ -369,7 +369,7 @@ def run_check(
         if not flat[p].differentiable:
             raise CheckError(f"--inputs-paths: {p!r} is not a Differentiable input")
     try:
-        outputs = client.apply(inputs)
+        outputs = client.apply(inputs=inputs)
     except Exception as exc:
         raise CheckError(f"apply failed at these inputs: {_first_line(exc)}") from exc
     out_flat = schema.outputs.flatten(outputs, check=False)
@@ -400,7 +400,7 @@ def run_check(
             client,
             lambda c: with_finite_differences(
                 c, method=method, progress=progress
-            ).jacobian(inputs, in_paths, out_paths),
+            ).jacobian(inputs=inputs, jac_inputs=in_paths, jac_outputs=out_paths),
             f"{method} differences of apply",
         )
     ]

@@ -113,3 +113,35 @@ def test_vectorising_a_fixed_rank_schema_is_refused_before_any_call(
     message = str(info.value)
     assert "'x'" in message and "Array[(None,), float64]" in message
     assert "vmap_method='sequential'" in message
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_tesseract_jax_takes_a_finite_difference_proxy(tesseract_factory, mode):
+    """tesseract-jax type-checks for a Tesseract: the proxy is one, and its FD gradient comes back."""
+    from tesseract_core import Tesseract
+
+    client = tesseract_factory("rosenbrock")
+    fd = tess_ad.with_finite_differences(client)
+    assert isinstance(fd, Tesseract)
+    inputs = {"a": 1.0, "b": 100.0}
+
+    def loss(x):
+        return tesseract_jax.apply_tesseract(fd, {**inputs, "x": x})["loss"]
+
+    grad = jax.grad(jax.jit(loss) if mode == "jit" else loss)
+    with Spy(client) as spy:
+        got = grad(X)
+    assert spy.calls["apply"] >= 2 * X.size  # the sweep ran on the wrapped client
+    assert not spy.calls["vector_jacobian_product"]  # its own VJP is never used
+    # what the proxy's own VJP endpoint gives (tesseract-jax may add zero cotangents)
+    want = fd.vector_jacobian_product(
+        inputs={**inputs, "x": np.asarray(X)},
+        vjp_inputs=["x"],
+        vjp_outputs=["loss"],
+        cotangent_vector={"loss": np.float64(1.0)},
+    )["x"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    exact = jax.grad(
+        lambda x: tess_ad.jax.apply_tesseract(client, {**inputs, "x": x})["loss"]
+    )(X)
+    np.testing.assert_allclose(got, exact, rtol=1e-6)  # central differences: ~eps^(2/3)

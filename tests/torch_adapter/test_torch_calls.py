@@ -39,8 +39,8 @@ def _counts(spy: Spy) -> dict[str, int]:
 
 
 def _vjp_outputs(spy: Spy, k: int = 0) -> list[str]:
-    (_, _, vjp_outputs, _), _ = spy.args["vector_jacobian_product"][k]
-    return sorted(vjp_outputs)
+    _, kwargs = spy.args["vector_jacobian_product"][k]
+    return sorted(kwargs["vjp_outputs"])
 
 
 def test_forward_is_one_apply(tesseract_factory):
@@ -104,8 +104,8 @@ def test_only_inputs_that_require_grad_are_requested(local_tesseract):
     with Spy(t) as proxy_spy, Spy(inner) as inner_spy:
         apply_tesseract(t, inputs)["summary"]["sumsq"].backward()
         assert _counts(proxy_spy) == {"apply": 1, "vector_jacobian_product": 1}
-        (_, vjp_inputs, _, _), _ = proxy_spy.args["vector_jacobian_product"][0]
-        assert list(vjp_inputs) == ["params.{alpha}"]
+        _, kwargs = proxy_spy.args["vector_jacobian_product"][0]
+        assert list(kwargs["vjp_inputs"]) == ["params.{alpha}"]
         assert _counts(inner_spy) == {
             "apply": 1 + 2 * 3
         }  # central differences on 3 elements

@@ -173,9 +173,9 @@ def test_requires_grad_only_on_some_inputs(local_tesseract):
         out = apply_tesseract(t, inputs)
         out["summary"]["sumsq"].backward()
     assert spy.calls["apply"] == 1 and spy.calls["vector_jacobian_product"] == 1
-    (_, vjp_inputs, vjp_outputs, _), _ = spy.args["vector_jacobian_product"][0]
-    assert sorted(vjp_inputs) == sorted(["params.{alpha}", "layers.[0].w"])
-    assert list(vjp_outputs) == ["summary.{sumsq}"]
+    _, kwargs = spy.args["vector_jacobian_product"][0]
+    assert sorted(kwargs["vjp_inputs"]) == sorted(["params.{alpha}", "layers.[0].w"])
+    assert list(kwargs["vjp_outputs"]) == ["summary.{sumsq}"]
 
     assert beta.grad is None and scale.grad is None
     ref_alpha = alpha.detach().clone().requires_grad_()

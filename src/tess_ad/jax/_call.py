@@ -193,7 +193,7 @@ class TesseractCall:
         if ep.schema.has("abstract_eval"):
             try:
                 abstract_inputs = self._skeleton.unflatten(self._abstract)
-                result = self.tesseract.abstract_eval(abstract_inputs)
+                result = self.tesseract.abstract_eval(abstract_inputs=abstract_inputs)
                 return spec_from_abstract(ep.schema, result)
             except Exception as exc:  # fall back to the next source, but say why
                 failure = exc
@@ -571,12 +571,18 @@ class TesseractCall:
         primals, cts = args[: self.n], args[self.n :]
         inputs = self.inputs(primals)
         ct = dict(zip(outs, map(np.asarray, cts), strict=True))
+        shapes = self.differentiable_shapes()
         if batch:
             result = self.endpoints.vjp_many(
-                inputs, wrt, outs, ct, use_jacobian=self.materialize_jacobian
+                inputs,
+                wrt,
+                outs,
+                ct,
+                use_jacobian=self.materialize_jacobian,
+                output_shapes=shapes,
             )
         else:
-            result = self.endpoints.vjp(inputs, wrt, outs, ct)
+            result = self.endpoints.vjp(inputs, wrt, outs, ct, output_shapes=shapes)
         return tuple(self._fit_input(result[p], p, "VJP", batch) for p in wrt)
 
     def host_hvp(
@@ -601,8 +607,18 @@ class TesseractCall:
             outs,
             dict(zip(outs, map(np.asarray, cts), strict=True)),
             dict(zip(tan, map(np.asarray, tangents), strict=True)),
+            output_shapes=self.differentiable_shapes(),
         )
         return tuple(self._fit_input(result[p], p, "second-order VJP") for p in wrt)
+
+    def differentiable_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every differentiable output (from the spec).
+
+        What a VJP needs to ask a Tesseract for all of them (with zero
+        cotangents) when it cannot answer a partial request.
+        """
+        spec = self.spec()
+        return {o: spec.leaf(o).shape for o in spec.differentiable_paths}
 
     def _fit_input(
         self, value: Any, path: str, what: str, batch: int = 0

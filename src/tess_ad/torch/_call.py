@@ -135,6 +135,14 @@ class TesseractCall:
         assert self.out is not None, "the forward has not run"
         return self.out[path].shape or ()
 
+    def out_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of one sample's every differentiable array output.
+
+        What a VJP needs to ask a Tesseract for all of them (with zero
+        cotangents) when it cannot answer a partial request.
+        """
+        return {p: self.out_shape(p) for p in self.out_paths}
+
     def out_dtype(self, path: str) -> np.dtype | None:
         """Dtype of output ``path`` as the Tesseract returned it (``None`` if not an array)."""
         assert self.out is not None, "the forward has not run"

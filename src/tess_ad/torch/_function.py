@@ -318,7 +318,13 @@ def _vjp(
     if inputs is None:
         inputs = call.inputs(xs)
     ct = call.vectors(out_paths, cts)
-    result = product(inputs, [call.paths[i] for i in in_idx], out_paths, ct)
+    result = product(
+        inputs,
+        [call.paths[i] for i in in_idx],
+        out_paths,
+        ct,
+        output_shapes=call.out_shapes(),
+    )
     return _vjp_result(call, in_idx, xs, result, _arrays(inputs, ct))
 
 
@@ -356,7 +362,12 @@ class VJPJVP(torch.autograd.Function):
         ct = call.vectors(out_paths, cts)
         t = call.vectors([call.paths[i] for i in t_idx], ts)
         result = call.endpoints.vjp_jvp(
-            inputs, [call.paths[i] for i in in_idx], out_paths, ct, t
+            inputs,
+            [call.paths[i] for i in in_idx],
+            out_paths,
+            ct,
+            t,
+            output_shapes=call.out_shapes(),
         )
         return _vjp_result(call, in_idx, xs, result, _arrays(inputs, ct, t))
 
