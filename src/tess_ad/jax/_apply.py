@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import jax.numpy as jnp
 import numpy as np
 
 from tess_ad._endpoints import Endpoints
 from tess_ad._schema import as_numpy
 
-from ._call import Prepared, prepare_call
+from ._call import Prepared, prepare_call, to_jax
 from ._primitives import apply_p
 from ._spec import spec_from_flat, store_record
 
@@ -198,6 +197,6 @@ def _direct(endpoints: Endpoints, prepared: Prepared) -> Any:
     for leaf in spec.leaves:
         value = flat[leaf.path].value
         if leaf.kind == "array":
-            value = jnp.asarray(np.asarray(as_numpy(value), dtype=leaf.dtype))
+            value = to_jax(np.asarray(as_numpy(value), dtype=leaf.dtype))
         values[leaf.path] = value
     return flat.unflatten(values)

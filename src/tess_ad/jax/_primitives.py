@@ -72,7 +72,7 @@ import numpy as np
 
 from tess_ad._errors import SchemaError
 
-from ._call import TesseractCall
+from ._call import TesseractCall, to_jax
 from ._compat import (
     Primitive,
     ShapedArray,
@@ -151,7 +151,7 @@ def _abstract_eval(*_avals_in: Any, prim: Primitive, **params: Any) -> list[Any]
 
 def _impl(*args: Any, prim: Primitive, **params: Any) -> list[jax.Array]:
     host = _host(prim, params)
-    return [jnp.asarray(out) for out in host(*(np.asarray(a) for a in args))]
+    return [to_jax(out) for out in host(*(np.asarray(a) for a in args))]
 
 
 def _lowering(

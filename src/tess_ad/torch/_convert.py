@@ -9,8 +9,9 @@ wrapper that has no data to read.
 
 Results come back as writable tensors that no one else writes to, on the
 device the caller's tensors live on: an endpoint's fresh NumPy result is
-shared (no copy, as ``torch.as_tensor`` does), one that may alias the call's
-inputs or is read-only after decoding is copied.
+shared (no copy, as ``torch.as_tensor`` does), and so is the array behind
+tesseract-core's read-only view of it; one that may alias the call's inputs
+or is read-only after decoding is copied.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def to_tensor(
         A CPU tensor sharing or owning its memory, or a copy on ``device``.
     """
     arr = np.asarray(value, dtype=dtype)
+    if not arr.flags.writeable:
+        arr = _exact_writable_base(arr)
     shared = (
         isinstance(value, np.ndarray)
         and arr.flags.writeable
@@ -83,6 +86,31 @@ def to_tensor(
         arr = np.array(arr, copy=True, order="C")
     tensor = torch.from_numpy(arr)
     return tensor if device.type == "cpu" else tensor.to(device)
+
+
+def _exact_writable_base(arr: np.ndarray) -> np.ndarray:
+    """The writable array behind a read-only view of all of it, else ``arr``.
+
+    tesseract-core validates every in-process result with ``np.broadcast_to``
+    to its schema shape, which returns a read-only view of the Tesseract's own
+    array even when the shape already fits. Copying that view (as for truly
+    read-only results) cost one full-size copy per output and per gradient;
+    the array it views is what a direct call would have returned, so it is
+    shared on the same terms (the caller still refuses inputs and repeats).
+    Only a view of the whole base with the same layout qualifies: a
+    broadcast (a zero stride), a slice or a reinterpretation does not.
+    """
+    base = arr.base
+    if (
+        isinstance(base, np.ndarray)
+        and base.flags.writeable
+        and base.dtype == arr.dtype
+        and base.shape == arr.shape
+        and base.strides == arr.strides
+        and base.ctypes.data == arr.ctypes.data
+    ):
+        return base
+    return arr
 
 
 def numpy_dtype(dtype: torch.dtype) -> np.dtype:
