@@ -65,6 +65,11 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     cotangents or tangents at one point) make one ``jacobian`` call when the
     Tesseract has that endpoint, else one VJP/JVP per row, exactly as
     ``jax.jacrev``/``jax.jacfwd`` through :func:`tess_ad.jax.apply_tesseract`.
+    The same holds for PyTorch's batched gradients:
+    ``torch.autograd.grad(..., is_grads_batched=True)``,
+    ``torch.autograd.functional.jacobian(..., vectorize=True)`` (both
+    strategies; ``hessian(..., vectorize=True)`` too) and
+    ``gradcheck``/``gradgradcheck(..., check_batched_grad=True)``.
 
     Cost and accuracy: one ``apply`` per forward; one VJP call per backward,
     requesting only the outputs whose cotangent is used and not all zero; one
