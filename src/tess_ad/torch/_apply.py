@@ -71,6 +71,12 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     strategies; ``hessian(..., vectorize=True)`` too) and
     ``gradcheck``/``gradgradcheck(..., check_batched_grad=True)``.
 
+    Under ``torch.compile`` the call is a graph break: it runs eagerly
+    between the compiled graphs before and after it (its backward between
+    their compiled backwards), with the same numbers as without compiling; new
+    input values reuse the compiled code. ``fullgraph=True`` is refused by
+    TorchDynamo, as for any graph break.
+
     Cost and accuracy: one ``apply`` per forward; one VJP call per backward,
     requesting only the outputs whose cotangent is used and not all zero; one
     JVP call per forward-mode tangent. Second derivatives (``create_graph=True``,
@@ -116,6 +122,18 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         >>> x.grad
         tensor([-215.6000,  -88.0000], dtype=torch.float64)
     """
+    if torch.compiler.is_compiling():
+        # TorchDynamo is tracing the caller (``torch.compile``). A Tesseract call
+        # is NumPy and HTTP, nothing a graph can hold: run it eagerly, as a
+        # graph break. Asked here, not by decorating this function, because
+        # ``torch.compiler.disable`` imports TorchDynamo (over a second), which
+        # a program that never compiles should not pay for.
+        return torch.compiler.disable(_apply_tesseract)(tesseract, inputs)
+    return _apply_tesseract(tesseract, inputs)
+
+
+def _apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`apply_tesseract`, eagerly."""
     endpoints = Endpoints(tesseract)
     flat = endpoints.schema.inputs.flatten(inputs)
 
