@@ -328,12 +328,12 @@ ROWS = [
     ),
     # -- wrong dtype --------------------------------------------------------------
     Row(
-        "torch-float32-for-float64",
+        "torch-bool-for-float64",  # a float32 tensor is cast; a bool one is refused
         lambda c: tess_ad.torch.apply_tesseract(
-            c.local("rosenbrock"), rosen_inputs(torch.tensor(X, dtype=torch.float32))
+            c.local("rosenbrock"), rosen_inputs(torch.tensor(X) > 0)
         ),
         SchemaError,
-        ("inputs path 'x'", "torch.float32"),
+        ("inputs path 'x'", "torch.bool"),
         good_torch(local("rosenbrock")),
     ),
     Row(

@@ -13,8 +13,12 @@ What this module adds is the bookkeeping around the Functions of
   that NumPy conversion happens inside ``forward`` only (the condition for
   ``torch.func``). Tensors on non-differentiable leaves are detached first:
   they are constants and can never receive a gradient.
-* A differentiable tensor leaf must have the dtype the schema declares, so a
-  float32 input gets float32 gradients and nothing is cast silently.
+* A differentiable tensor leaf is cast to the dtype the schema declares (the
+  dtype the Tesseract computes in), as tesseract-torch and ``tess_ad.jax`` do:
+  an ``nn.Module``'s float32 parameters feed a float64 Tesseract. The cast is
+  an ordinary autograd operation, so each gradient comes back in its own
+  tensor's dtype. Only casts that keep the value's meaning are made: a complex
+  tensor for a real field, or a bool tensor, is refused with the path.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 from .._endpoints import Endpoints
 from .._schema import Leaf, SchemaError
 from ._call import TesseractCall
-from ._convert import numpy_dtype
+from ._convert import numpy_dtype, torch_dtype
 from ._function import Apply, _arrays, _tensors
 
 __all__ = ["apply_tesseract"]
@@ -44,6 +48,15 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     ``jacobian`` endpoint, through the same numeric layer as ``tess_ad.jax``; wrap
     a Tesseract that has none in :func:`tess_ad.with_finite_differences`.
 
+    A differentiable tensor is cast to the dtype the schema declares before the
+    call, as ``tesseract_torch`` and :func:`tess_ad.jax.apply_tesseract` do
+    (e.g. an ``nn.Module``'s float32 parameters into a ``Float64`` field). The
+    cast is recorded by autograd like any ``tensor.to(dtype)``: the Tesseract
+    computes in its own dtype, and each gradient comes back in the dtype of
+    the tensor it belongs to (a float32 parameter gets a float32 ``.grad``,
+    rounded from the float64 one). Bool tensors and complex tensors for a real
+    field are refused.
+
     Works with ``loss.backward()``, ``torch.autograd.grad`` (also with
     ``create_graph=True`` for Hessian-vector products), ``torch.autograd.forward_ad``
     and the ``torch.func`` transforms (``grad``, ``vjp``, ``jvp``, ``vmap``,
@@ -52,6 +65,17 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     cotangents or tangents at one point) make one ``jacobian`` call when the
     Tesseract has that endpoint, else one VJP/JVP per row, exactly as
     ``jax.jacrev``/``jax.jacfwd`` through :func:`tess_ad.jax.apply_tesseract`.
+    The same holds for PyTorch's batched gradients:
+    ``torch.autograd.grad(..., is_grads_batched=True)``,
+    ``torch.autograd.functional.jacobian(..., vectorize=True)`` (both
+    strategies; ``hessian(..., vectorize=True)`` too) and
+    ``gradcheck``/``gradgradcheck(..., check_batched_grad=True)``.
+
+    Under ``torch.compile`` the call is a graph break: it runs eagerly
+    between the compiled graphs before and after it (its backward between
+    their compiled backwards), with the same numbers as without compiling; new
+    input values reuse the compiled code. ``fullgraph=True`` is refused by
+    TorchDynamo, as for any graph break.
 
     Cost and accuracy: one ``apply`` per forward; one VJP call per backward,
     requesting only the outputs whose cotangent is used and not all zero; one
@@ -82,8 +106,8 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
 
     Raises:
         tess_ad.SchemaError: If an input does not fit the schema (unknown
-            path, wrong shape, or a differentiable tensor of the wrong dtype);
-            the message names the path.
+            path, wrong shape, or a differentiable tensor that is bool, or
+            complex for a real field); the message names the path.
         tess_ad.NoGradientRouteError: At differentiation time, if
             the Tesseract has no gradient endpoint for the requested mode.
 
@@ -98,6 +122,18 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         >>> x.grad
         tensor([-215.6000,  -88.0000], dtype=torch.float64)
     """
+    if torch.compiler.is_compiling():
+        # TorchDynamo is tracing the caller (``torch.compile``). A Tesseract call
+        # is NumPy and HTTP, nothing a graph can hold: run it eagerly, as a
+        # graph break. Asked here, not by decorating this function, because
+        # ``torch.compiler.disable`` imports TorchDynamo (over a second), which
+        # a program that never compiles should not pay for.
+        return torch.compiler.disable(_apply_tesseract)(tesseract, inputs)
+    return _apply_tesseract(tesseract, inputs)
+
+
+def _apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`apply_tesseract`, eagerly."""
     endpoints = Endpoints(tesseract)
     flat = endpoints.schema.inputs.flatten(inputs)
 
@@ -109,10 +145,7 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         value = leaf.value
         if not isinstance(value, torch.Tensor):
             continue
-        if leaf.differentiable:
-            _check_dtype(leaf, value)
-        else:
-            value = value.detach()
+        value = _as_declared(leaf, value) if leaf.differentiable else value.detach()
         paths.append(path)
         differentiable.append(leaf.differentiable)
         is_array.append(leaf.is_array)
@@ -134,23 +167,30 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     return call.output_tree(outputs)
 
 
-def _check_dtype(leaf: Leaf, tensor: torch.Tensor) -> None:
-    """A differentiable tensor must already have the schema's dtype."""
+def _as_declared(leaf: Leaf, tensor: torch.Tensor) -> torch.Tensor:
+    """A differentiable tensor in the dtype the schema declares (a tracked cast).
+
+    Floating-point and integer tensors are cast to a floating-point field, and
+    real or complex ones to a complex field; a complex tensor for a real field
+    has already been refused by the schema's flatten (a cast would drop its
+    imaginary part), and a bool tensor is refused here.
+    """
     expected = leaf.declared_dtype
-    if expected is not None and numpy_dtype(tensor.dtype) != expected:
-        spec = leaf.spec
-        assert spec is not None
+    if tensor.dtype == torch.bool:
         raise SchemaError(
-            f"inputs path {leaf.path!r} is a {tensor.dtype} tensor, but the schema "
-            f"declares {spec.describe()}. Convert it first, e.g. "
-            f"`value.to(torch.{expected.name})`, so that its gradient has the "
-            "dtype the Tesseract computes in."
+            f"inputs path {leaf.path!r} is Differentiable but got a torch.bool "
+            "tensor; pass a floating-point tensor (e.g. `value.double()`)."
         )
-    if expected is None and not (tensor.is_floating_point() or tensor.is_complex()):
-        raise SchemaError(
-            f"inputs path {leaf.path!r} is Differentiable but got a {tensor.dtype} "
-            "tensor; pass a floating-point tensor."
-        )
+    if expected is None:  # no declared dtype (e.g. a number field): kept as given
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            raise SchemaError(
+                f"inputs path {leaf.path!r} is Differentiable but got a "
+                f"{tensor.dtype} tensor; pass a floating-point tensor."
+            )
+        return tensor
+    if numpy_dtype(tensor.dtype) == expected:
+        return tensor
+    return tensor.to(torch_dtype(expected))
 
 
 def _device(tensors: list[torch.Tensor], differentiable: list[bool]) -> torch.device:

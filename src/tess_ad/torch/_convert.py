@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["numpy_dtype", "to_numpy", "to_tensor"]
+__all__ = ["numpy_dtype", "to_numpy", "to_tensor", "torch_dtype"]
 
 
 def to_numpy(tensor: torch.Tensor, *, array: bool = True) -> Any:
@@ -128,3 +128,20 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype:
 
 # torch dtype -> NumPy dtype, filled on first use (torch has a few dozen dtypes).
 _NUMPY_DTYPES: dict[torch.dtype, np.dtype] = {}
+
+
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a NumPy dtype (``float32`` -> ``torch.float32``).
+
+    Runs outside the autograd Functions (on the user's inputs), where creating
+    a plain tensor to ask torch is safe.
+    """
+    try:
+        return _TORCH_DTYPES[dtype]
+    except KeyError:
+        found = _TORCH_DTYPES[dtype] = torch.from_numpy(np.empty(0, dtype)).dtype
+        return found
+
+
+# NumPy dtype -> torch dtype, filled on first use.
+_TORCH_DTYPES: dict[np.dtype, torch.dtype] = {}

@@ -39,6 +39,11 @@ Why this shape:
   so :class:`~tess_ad._endpoints.Endpoints` chooses between one ``jacobian``
   call and one call per row, exactly as for ``jax.jacrev``/``jax.jacfwd``.
   Anything else (a batch of points) loops over the batch and stacks.
+* PyTorch's legacy vmap (``is_grads_batched=True``, ``jacobian(...,
+  vectorize=True)``, ``gradcheck(..., check_batched_grad=True)``) does not
+  consult ``vmap`` rules: :class:`_Function` ``apply`` notices its batched
+  tensors and runs the same rule on the plain tensors underneath, so a batch
+  of cotangents at one point is one ``VJPMany`` there too.
 * Gradients are ``None`` when unused (``set_materialize_grads(False)``);
   ``Endpoints`` drops all-zero cotangents and tangents before calling the
   Tesseract, so only outputs that matter are requested from the VJP endpoint.
@@ -51,13 +56,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from ._call import TesseractCall
-from ._compat import plain_backward
+from ._compat import (
+    any_legacy_batched,
+    is_legacy_batched,
+    legacy_rebatch,
+    legacy_unbatch,
+    plain_backward,
+)
 from ._convert import numpy_dtype, to_tensor
 
 __all__ = ["Apply"]
@@ -188,7 +199,57 @@ def _rows(
     return tuple(torch.stack(column) for column in zip(*results, strict=True))
 
 
-class Apply(torch.autograd.Function):
+class _VmapInfo(NamedTuple):
+    """What a ``vmap`` rule reads of ``torch.func``'s info, for a legacy batch."""
+
+    batch_size: int
+    randomness: str = "error"
+
+
+class _Function(torch.autograd.Function):
+    """An ``autograd.Function`` whose ``vmap`` rule also serves PyTorch's legacy vmap.
+
+    ``torch.func.vmap`` calls a Function's ``vmap`` staticmethod. The legacy
+    vmap behind ``is_grads_batched=True`` does not: it would run ``forward``
+    on batched tensors that NumPy cannot read. ``apply`` catches that case,
+    unwraps the batched arguments (batch axis first), runs the ``vmap`` rule
+    and wraps its results again; otherwise it is ``Function.apply`` itself.
+    """
+
+    @classmethod
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
+        if any_legacy_batched(args):
+            return _legacy_vmap(cls, args)
+        return super().apply(*args, **kwargs)
+
+
+def _legacy_vmap(cls: type[torch.autograd.Function], args: Sequence[Any]) -> Any:
+    """``cls.vmap`` applied to the legacy-batched arguments of ``cls.apply(*args)``."""
+    level = size = None
+    plain: list[Any] = []
+    dims: list[int | None] = []
+    for arg in args:
+        if not is_legacy_batched(arg):
+            plain.append(arg)
+            dims.append(None)
+            continue
+        arg_level, value = legacy_unbatch(arg)
+        if level not in (None, arg_level) or size not in (None, value.shape[0]):
+            raise NotImplementedError(
+                "tess_ad.torch: a Tesseract call received tensors from different "
+                "legacy vmaps at once; use torch.func.vmap instead."
+            )
+        level, size = arg_level, value.shape[0]
+        plain.append(value)
+        dims.append(0)
+    assert level is not None and size is not None
+    outs, out_dims = cls.vmap(_VmapInfo(size), tuple(dims), *plain)
+    return tuple(
+        legacy_rebatch(o, d, level) for o, d in zip(outs, out_dims, strict=True)
+    )
+
+
+class Apply(_Function):
     """``f(x)``: one ``apply`` call; returns the differentiable array outputs.
 
     Arguments: ``(call, *xs)``. The call's flattened outputs (with the
@@ -224,7 +285,9 @@ class Apply(torch.autograd.Function):
         if need and used:
             out_paths = tuple(call.out_paths[j] for j, _ in used)
             cts = [g for _, g in used]
-            if plain_backward():  # nothing records this VJP's rules: skip its Function
+            # Nothing records this VJP's rules: skip its Function (not for a
+            # batch of cotangents, which its vmap rule turns into one VJPMany).
+            if plain_backward() and not any_legacy_batched(cts):
                 gx = _vjp(call, need, out_paths, xs, cts, many=False, inputs=call.sent)
             else:
                 gx = VJP.apply(call, need, out_paths, *xs, *cts)
@@ -340,7 +403,7 @@ def _jvp_result(
     )
 
 
-class VJPJVP(torch.autograd.Function):
+class VJPJVP(_Function):
     """``d/de J(x + e t)^T ct`` at ``e = 0`` for the inputs ``in_idx``.
 
     Arguments: ``(call, in_idx, out_paths, t_idx, *xs, *cts, *ts)``. With the
@@ -420,7 +483,7 @@ def _second_order(
 def _vjp_function(many: bool) -> type[torch.autograd.Function]:
     """The VJP Function (``many=False``) or its batch-of-rows twin (``many=True``)."""
 
-    class Function(torch.autograd.Function):
+    class Function(_Function):
         @staticmethod
         def forward(
             call: TesseractCall,
@@ -528,7 +591,7 @@ def _vjp_function(many: bool) -> type[torch.autograd.Function]:
 def _jvp_function(many: bool) -> type[torch.autograd.Function]:
     """The JVP Function (``many=False``) or its batch-of-rows twin (``many=True``)."""
 
-    class Function(torch.autograd.Function):
+    class Function(_Function):
         @staticmethod
         def forward(
             call: TesseractCall,
