@@ -93,6 +93,17 @@ _NOT_DIFFERENTIABLE = (
     "`jax.lax.stop_gradient` to it before calling apply_tesseract."
 )
 
+_NOT_DIFFERENTIABLE_OUTPUT = (
+    "A non-zero cotangent reached the output {path!r}, which the Tesseract's schema "
+    "does not mark Differentiable, so its derivative is unknown (taking it as zero "
+    "would give a silently wrong gradient). If this output should be "
+    "differentiable, mark it `Differentiable[...]` in the Tesseract's OutputSchema "
+    "(and give it a gradient route). Otherwise keep it out of the differentiated "
+    "value: leave it out of what the function returns (pop it, or return it as "
+    "aux with `has_aux=True`), or wrap it in `jax.lax.stop_gradient` where the "
+    "loss uses it."
+)
+
 
 class TesseractCall:
     """The static part of one ``apply_tesseract`` call (hashed by identity).
@@ -226,6 +237,18 @@ class TesseractCall:
             if not self.operands[self.index[path]].differentiable:
                 raise ValueError(_NOT_DIFFERENTIABLE.format(path=path))
 
+    def check_output_cotangents(self, paths: Sequence[str]) -> None:
+        """Raise naming the first output path (with a cotangent) that is not differentiable."""
+        spec = self.spec()
+        for path in paths:
+            if not spec.leaf(path).differentiable:
+                raise ValueError(_NOT_DIFFERENTIABLE_OUTPUT.format(path=path))
+
+    def any_differentiable(self, outs: Sequence[str]) -> bool:
+        """Whether any of the outputs ``outs`` is marked ``Differentiable``."""
+        spec = self.spec()
+        return any(spec.leaf(o).differentiable for o in outs)
+
     def require_route(self, mode: str) -> None:
         """Raise :class:`NoGradientRouteError` if ``mode`` derivatives are unavailable.
 
@@ -296,16 +319,21 @@ class TesseractCall:
         """
         primals, tangents = args[: self.n], args[self.n :]
         spec = self.spec()
-        inputs = self.inputs(primals)
-        shapes = {o: spec.leaf(o).shape for o in outs}
-        t = dict(zip(wrt, map(np.asarray, tangents), strict=True))
-        if batch:
-            result = self.endpoints.jvp_many(
-                inputs, wrt, outs, t, shapes, use_jacobian=self.materialize_jacobian
-            )
-        else:
-            result = self.endpoints.jvp(inputs, wrt, outs, t, shapes)
         prefix = (batch,) if batch else ()
+        # Outputs the schema does not mark Differentiable get NaN tangents (their
+        # derivative is unknown, not zero); the endpoint is asked for the others only.
+        diff = tuple(o for o in outs if spec.leaf(o).differentiable)
+        result: Mapping[str, Any] = {}
+        if diff:
+            inputs = self.inputs(primals)
+            shapes = {o: spec.leaf(o).shape for o in diff}
+            t = dict(zip(wrt, map(np.asarray, tangents), strict=True))
+            if batch:
+                result = self.endpoints.jvp_many(
+                    inputs, wrt, diff, t, shapes, use_jacobian=self.materialize_jacobian
+                )
+            else:
+                result = self.endpoints.jvp(inputs, wrt, diff, t, shapes)
         return tuple(
             _fit(
                 result[o],
@@ -313,6 +341,8 @@ class TesseractCall:
                 spec.leaf(o).dtype,
                 f"JVP of output {o!r}",
             )
+            if o in result
+            else np.full((*prefix, *spec.leaf(o).shape), np.nan, spec.leaf(o).dtype)
             for o in outs
         )
 
