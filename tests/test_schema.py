@@ -933,3 +933,28 @@ def test_flat_tree_is_a_read_only_mapping(schemas):
     assert flat.leaf_values() == {"x": [-1.2, 1.0, 0.5, 2.0], "a": 1.0, "b": 100.0}
     assert [leaf.path for leaf in flat.values()] == ["x", "a", "b"]
     assert "x" in repr(flat)
+
+
+def test_schema_error_is_a_pydantic_validation_error_with_our_message():
+    """Caught by ``except pydantic.ValidationError`` / ``ValueError``; str, pickle, notes intact."""
+    import pickle
+
+    import pydantic
+
+    from tess_ad import SchemaError
+
+    err = SchemaError(
+        "inputs path 'summary.{mean}' has shape (4,). Expected shape: (3,)"
+    )
+    assert isinstance(err, pydantic.ValidationError) and isinstance(err, ValueError)
+    assert (
+        str(err) == "inputs path 'summary.{mean}' has shape (4,). Expected shape: (3,)"
+    )
+    assert err.args == (str(err),)
+    assert [e["type"] for e in err.errors()] == ["tess_ad_schema"]
+    err.add_note("a note")
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is SchemaError and str(again) == str(err)
+    assert again.__notes__ == ["a note"]
+    with pytest.raises(pydantic.ValidationError, match="Expected shape"):
+        raise SchemaError("Expected shape: (3,)")

@@ -607,7 +607,7 @@ def _check_shape(
         dims = ["any" if e is None else str(e) for e in expected]
         shown = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
         raise SchemaError(
-            f"{schema._where(segments)} has shape {shape}, but the schema expects {shown} "
+            f"{schema._where(segments)} has shape {shape}. Expected shape: {shown} "
             f"({spec.describe()}); reshape the value to match"
         )
 
