@@ -958,3 +958,27 @@ def test_schema_error_is_a_pydantic_validation_error_with_our_message():
     assert again.__notes__ == ["a note"]
     with pytest.raises(pydantic.ValidationError, match="Expected shape"):
         raise SchemaError("Expected shape: (3,)")
+
+
+def test_union_of_a_list_of_arrays_and_a_string_picks_the_list_without_stacking_it():
+    """LazySequence[Differentiable[Array]] is ``list[...] | str``: each array is a leaf."""
+    api = (
+        Path(__file__).parent
+        / "jax_adapter"
+        / "tesseracts"
+        / "sequence"
+        / "tesseract_api.py"
+    )
+    schema = tesseract_schema(Tesseract.from_tesseract_api(str(api)))
+    equal = [
+        np.ones(2),
+        np.zeros(2),
+    ]  # np.asarray would stack these into one (2, 2) array
+    flat = schema.inputs.flatten({"items": equal, "shift": 0.5})
+    assert [(p, leaf.differentiable, leaf.shape) for p, leaf in flat.items()] == [
+        ("items.[0]", True, (2,)),
+        ("items.[1]", True, (2,)),
+        ("shift", True, ()),
+    ]
+    flat = schema.inputs.flatten({"items": "@data/*.json", "shift": 0.5})
+    assert flat["items"].value == "@data/*.json" and not flat["items"].differentiable
