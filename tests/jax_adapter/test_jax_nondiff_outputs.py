@@ -91,6 +91,20 @@ def test_grad_of_a_loss_using_it_names_the_output(client, mode):
 
 @pytest.mark.parametrize("client", KINDS, indirect=True)
 @pytest.mark.parametrize("mode", MODES)
+def test_any_concrete_cotangent_on_it_is_refused_even_zeros(client, mode):
+    """tesseract-jax's rule: only a symbolic zero passes, not jnp.zeros."""
+
+    def pull(x, y, ct_z, ct_meta):
+        _, vjp = jax.vjp(_outputs(client), x, y)
+        return vjp({"z": ct_z, "metadata": ct_meta})
+
+    for ct_meta in (jnp.zeros(2), jnp.ones(2)):
+        with pytest.raises(ValueError, match=r"(?i)non-symbolic-zero cotangent"):
+            _run(pull, mode, X, Y, jnp.ones(3), ct_meta)
+
+
+@pytest.mark.parametrize("client", KINDS, indirect=True)
+@pytest.mark.parametrize("mode", MODES)
 def test_stop_gradient_on_it_is_the_fix(client, mode):
     def loss(x, y):
         out = _outputs(client)(x, y)

@@ -84,8 +84,9 @@ class Operand:
 
 
 _NOT_DIFFERENTIABLE = (
-    "A non-zero derivative (a tangent in forward mode, a cotangent in reverse "
-    "mode) reached the input {path!r}, which the Tesseract's schema does not mark "
+    "A non-zero derivative (a non-symbolic-zero tangent in forward mode, a "
+    "cotangent in reverse mode) reached the input {path!r}, which the Tesseract's "
+    "schema does not mark "
     "Differentiable, so it has no derivative. Either mark it `Differentiable[...]` "
     "in the Tesseract's schema (and give it a gradient route), or keep it out of "
     "differentiation: close over it (differentiate a function of the "
@@ -94,7 +95,8 @@ _NOT_DIFFERENTIABLE = (
 )
 
 _NOT_DIFFERENTIABLE_OUTPUT = (
-    "A non-zero cotangent reached the output {path!r}, which the Tesseract's schema "
+    "A non-symbolic-zero cotangent (the differentiated value uses it; explicit "
+    "zeros count too) reached the output {path!r}, which the Tesseract's schema "
     "does not mark Differentiable, so its derivative is unknown (taking it as zero "
     "would give a silently wrong gradient). If this output should be "
     "differentiable, mark it `Differentiable[...]` in the Tesseract's OutputSchema "
