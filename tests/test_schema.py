@@ -933,3 +933,52 @@ def test_flat_tree_is_a_read_only_mapping(schemas):
     assert flat.leaf_values() == {"x": [-1.2, 1.0, 0.5, 2.0], "a": 1.0, "b": 100.0}
     assert [leaf.path for leaf in flat.values()] == ["x", "a", "b"]
     assert "x" in repr(flat)
+
+
+def test_schema_error_is_a_pydantic_validation_error_with_our_message():
+    """Caught by ``except pydantic.ValidationError`` / ``ValueError``; str, pickle, notes intact."""
+    import pickle
+
+    import pydantic
+
+    from tess_ad import SchemaError
+
+    err = SchemaError(
+        "inputs path 'summary.{mean}' has shape (4,). Expected shape: (3,)"
+    )
+    assert isinstance(err, pydantic.ValidationError) and isinstance(err, ValueError)
+    assert (
+        str(err) == "inputs path 'summary.{mean}' has shape (4,). Expected shape: (3,)"
+    )
+    assert err.args == (str(err),)
+    assert [e["type"] for e in err.errors()] == ["tess_ad_schema"]
+    err.add_note("a note")
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is SchemaError and str(again) == str(err)
+    assert again.__notes__ == ["a note"]
+    with pytest.raises(pydantic.ValidationError, match="Expected shape"):
+        raise SchemaError("Expected shape: (3,)")
+
+
+def test_union_of_a_list_of_arrays_and_a_string_picks_the_list_without_stacking_it():
+    """LazySequence[Differentiable[Array]] is ``list[...] | str``: each array is a leaf."""
+    api = (
+        Path(__file__).parent
+        / "jax_adapter"
+        / "tesseracts"
+        / "sequence"
+        / "tesseract_api.py"
+    )
+    schema = tesseract_schema(Tesseract.from_tesseract_api(str(api)))
+    equal = [
+        np.ones(2),
+        np.zeros(2),
+    ]  # np.asarray would stack these into one (2, 2) array
+    flat = schema.inputs.flatten({"items": equal, "shift": 0.5})
+    assert [(p, leaf.differentiable, leaf.shape) for p, leaf in flat.items()] == [
+        ("items.[0]", True, (2,)),
+        ("items.[1]", True, (2,)),
+        ("shift", True, ()),
+    ]
+    flat = schema.inputs.flatten({"items": "@data/*.json", "shift": 0.5})
+    assert flat["items"].value == "@data/*.json" and not flat["items"].differentiable

@@ -607,7 +607,7 @@ def _check_shape(
         dims = ["any" if e is None else str(e) for e in expected]
         shown = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
         raise SchemaError(
-            f"{schema._where(segments)} has shape {shape}, but the schema expects {shown} "
+            f"{schema._where(segments)} has shape {shape}. Expected shape: {shown} "
             f"({spec.describe()}); reshape the value to match"
         )
 
@@ -644,6 +644,22 @@ def _pick_option(options: list[Node], value: Any) -> Node:
     ]
     if len(candidates) == 1:
         return candidates[0]
+    if isinstance(value, list | tuple):
+        # Decided from the first element, without converting the list: a list
+        # of tracers or of tensors that require grad cannot become a NumPy array
+        # (and a list of arrays of one shape would pass for a stacked array).
+        # Numbers (nested lists of them) are an array given as a list, or a
+        # list of numbers; anything else (arrays, dicts...) a list of items.
+        first: Any = value
+        while isinstance(first, list | tuple) and first:
+            first = first[0]
+        numeric = isinstance(first, list | tuple | bool | int | float | complex)
+        numeric = numeric or isinstance(first, np.generic)
+        for kind in ("array", "list") if numeric else ("list", "array"):
+            for opt in candidates:
+                if opt.kind == kind:
+                    return opt
+        return ANY
     is_array = array_meta(value) is not None and not isinstance(value, Mapping | str)
     for opt in candidates:
         if opt.kind == "array" and is_array:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pydantic
 import pytest
-from helpers import example_inputs
+from helpers import Spy, example_inputs
 
 import tess_ad
 from tess_ad.jax import apply_tesseract
@@ -21,6 +22,7 @@ def _run(fn, mode, *args):
 
 def _assert_names_fixes(message: str, path: str) -> None:
     assert repr(path) in message
+    assert "non-symbolic-zero tangent" in message  # what tesseract-jax's tests match
     assert "Differentiable[...]" in message
     assert "close over it" in message
     assert "jax.lax.stop_gradient" in message
@@ -113,6 +115,37 @@ def test_inputs_not_matching_the_schema(local_tesseract, inputs, fragments, mode
             jax.jit(lambda *a: apply_tesseract(client, inputs))(*arrays)
     for fragment in fragments:
         assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["local", "served"])
+def test_shape_error_under_jit_is_what_a_tesseract_jax_user_catches(
+    test_tesseract, served_test_tesseract, kind
+):
+    """tesseract-jax users catch pydantic's ValidationError ("Expected shape: ...").
+
+    Ours is raised at trace time, before any endpoint call, and is at once a
+    ``pydantic.ValidationError``, a ``ValueError`` and a ``tess_ad.SchemaError``.
+    """
+    client = (
+        test_tesseract("fixed_shapes")
+        if kind == "local"
+        else served_test_tesseract("fixed_shapes")
+    )
+    f = jax.jit(lambda x: apply_tesseract(client, {"x": x})["y"])
+    with Spy(client) as spy:
+        with pytest.raises(
+            pydantic.ValidationError, match=r"Expected shape: \(3,\)"
+        ) as err:
+            f(jnp.zeros(4))
+        try:  # what a user of tesseract-jax or of a Tesseract writes
+            f(jnp.zeros(4))
+        except ValueError as exc:
+            caught = exc
+    assert sum(spy.calls.values()) == 0
+    assert isinstance(err.value, tess_ad.SchemaError)
+    assert isinstance(caught, tess_ad.SchemaError)
+    assert "inputs path 'x' has shape (4,)" in str(err.value)
+    assert err.value.errors()[0]["type"] == "tess_ad_schema"
 
 
 def test_nested_shape_error_names_the_nested_path(local_tesseract):

@@ -89,7 +89,12 @@ def test_non_array_outputs(local_tesseract, mode):
 
 
 @pytest.mark.parametrize("mode", ["eager", "jit"])
-def test_non_differentiable_outputs_have_zero_derivative(local_tesseract, mode):
+def test_integer_and_boolean_outputs_have_zero_derivative(local_tesseract, mode):
+    """Piecewise-constant outputs: zero is their true derivative, as JAX says for integers.
+
+    (A non-differentiable *float* output is another matter: see
+    test_jax_nondiff_outputs.py.)
+    """
     fd = tess_ad.with_finite_differences(local_tesseract("nested"))
     inputs = example_inputs("nested")
     params = {k: jnp.asarray(v) for k, v in inputs["params"].items()}

@@ -74,7 +74,12 @@ def apply_tesseract(
     non-array outputs. Under a transformation numbers are 0-d arrays, and
     strings are those of the Tesseract run (e.g. under an eager ``grad``) or
     ``None`` under ``jit``, where nothing has run when the outputs are built.
-    Outputs not marked ``Differentiable`` have zero derivative.
+    A float output not marked ``Differentiable`` has an unknown derivative
+    (as in tesseract-jax): its tangent is NaN in forward mode, and a non-zero
+    cotangent on it (a loss that uses it, under ``grad``/``vjp``) raises a
+    ``ValueError`` naming it; ``jax.lax.stop_gradient`` on it, or leaving it
+    out of the loss, gives it a symbolic-zero cotangent, which is free.
+    Integer and boolean outputs have zero derivative.
 
     Under ``jit`` (and in ``vmap``/``lax.map`` bodies) the output shapes come
     from, in order: the ``abstract_eval`` endpoint, fixed shapes in the
@@ -132,7 +137,7 @@ def apply_tesseract(
         tess_ad.jax.OutputShapeError: Under ``jit``, when the output shapes
             cannot be known before the call runs (the message says what to add).
         ValueError: For a non-zero tangent or cotangent on a non-differentiable
-            input.
+            input, or a non-zero cotangent on a non-differentiable float output.
 
     Example:
         >>> import jax, jax.numpy as jnp

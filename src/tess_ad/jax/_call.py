@@ -95,13 +95,26 @@ class Operand:
 
 
 _NOT_DIFFERENTIABLE = (
-    "A non-zero derivative (a tangent in forward mode, a cotangent in reverse "
-    "mode) reached the input {path!r}, which the Tesseract's schema does not mark "
+    "A non-zero derivative (a non-symbolic-zero tangent in forward mode, a "
+    "cotangent in reverse mode) reached the input {path!r}, which the Tesseract's "
+    "schema does not mark "
     "Differentiable, so it has no derivative. Either mark it `Differentiable[...]` "
     "in the Tesseract's schema (and give it a gradient route), or keep it out of "
     "differentiation: close over it (differentiate a function of the "
     "differentiable leaves only, or use `argnums`), or apply "
     "`jax.lax.stop_gradient` to it before calling apply_tesseract."
+)
+
+_NOT_DIFFERENTIABLE_OUTPUT = (
+    "A non-symbolic-zero cotangent (the differentiated value uses it; explicit "
+    "zeros count too) reached the output {path!r}, which the Tesseract's schema "
+    "does not mark Differentiable, so its derivative is unknown (taking it as zero "
+    "would give a silently wrong gradient). If this output should be "
+    "differentiable, mark it `Differentiable[...]` in the Tesseract's OutputSchema "
+    "(and give it a gradient route). Otherwise keep it out of the differentiated "
+    "value: leave it out of what the function returns (pop it, or return it as "
+    "aux with `has_aux=True`), or wrap it in `jax.lax.stop_gradient` where the "
+    "loss uses it."
 )
 
 
@@ -295,6 +308,18 @@ class TesseractCall:
         for path in paths:
             if not self.operands[self.index[path]].differentiable:
                 raise ValueError(_NOT_DIFFERENTIABLE.format(path=path))
+
+    def check_output_cotangents(self, paths: Sequence[str]) -> None:
+        """Raise naming the first output path (with a cotangent) that is not differentiable."""
+        spec = self.spec()
+        for path in paths:
+            if not spec.leaf(path).differentiable:
+                raise ValueError(_NOT_DIFFERENTIABLE_OUTPUT.format(path=path))
+
+    def any_differentiable(self, outs: Sequence[str]) -> bool:
+        """Whether any of the outputs ``outs`` is marked ``Differentiable``."""
+        spec = self.spec()
+        return any(spec.leaf(o).differentiable for o in outs)
 
     def require_route(self, mode: str) -> None:
         """Raise :class:`NoGradientRouteError` if ``mode`` derivatives are unavailable.
@@ -538,16 +563,21 @@ class TesseractCall:
             return self._loop_jvp(wrt, outs, batch, args)
         primals, tangents = args[: self.n], args[self.n :]
         spec = self.spec()
-        inputs = self.inputs(primals)
-        shapes = {o: spec.leaf(o).shape for o in outs}
-        t = dict(zip(wrt, map(np.asarray, tangents), strict=True))
-        if batch:
-            result = self.endpoints.jvp_many(
-                inputs, wrt, outs, t, shapes, use_jacobian=self.materialize_jacobian
-            )
-        else:
-            result = self.endpoints.jvp(inputs, wrt, outs, t, shapes)
         prefix = (batch,) if batch else ()
+        # Outputs the schema does not mark Differentiable get NaN tangents (their
+        # derivative is unknown, not zero); the endpoint is asked for the others only.
+        diff = tuple(o for o in outs if spec.leaf(o).differentiable)
+        result: Mapping[str, Any] = {}
+        if diff:
+            inputs = self.inputs(primals)
+            shapes = {o: spec.leaf(o).shape for o in diff}
+            t = dict(zip(wrt, map(np.asarray, tangents), strict=True))
+            if batch:
+                result = self.endpoints.jvp_many(
+                    inputs, wrt, diff, t, shapes, use_jacobian=self.materialize_jacobian
+                )
+            else:
+                result = self.endpoints.jvp(inputs, wrt, diff, t, shapes)
         return tuple(
             _fit(
                 result[o],
@@ -555,6 +585,8 @@ class TesseractCall:
                 spec.leaf(o).dtype,
                 f"JVP of output {o!r}",
             )
+            if o in result
+            else np.full((*prefix, *spec.leaf(o).shape), np.nan, spec.leaf(o).dtype)
             for o in outs
         )
 

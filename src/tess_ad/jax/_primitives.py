@@ -135,7 +135,8 @@ def _host(
         return call.host_apply
     if prim is jvp_p:
         batch = params["batch"]
-        call.require_route(call.batch_route("forward") if batch else "forward")
+        if call.any_differentiable(params["outs"]):  # else only NaNs, no endpoint
+            call.require_route(call.batch_route("forward") if batch else "forward")
         return partial(call.host_jvp, params["wrt"], params["outs"], batch)
     if prim is vjp_p:
         batch = params["batch"]
@@ -237,19 +238,23 @@ def _apply_jvp(primals: Sequence[Any], tangents: Sequence[Any], *, call: Tessera
     outs = apply_p.bind(*primals, call=call)
     out_tangents: list[Any] = [_zero(o) for o in outs]
     spec = call.spec()
-    diff = spec.differentiable_paths
-    if wrt and diff:
-        call.require_route("any")
+    # Differentiable outputs, and non-differentiable float outputs: those get
+    # NaN tangents (unknown, not zero: tesseract-jax's convention) and refuse a
+    # cotangent in the transpose; integer and boolean outputs keep zero tangents.
+    with_tangent = spec.tangent_paths
+    if wrt and with_tangent:
+        if spec.differentiable_paths:
+            call.require_route("any")
         tans = jvp_p.bind(
             *primals,
             *(tangents[call.index[p]] for p in wrt),
             call=call,
             wrt=wrt,
-            outs=diff,
+            outs=with_tangent,
             batch=0,
         )
         position = {leaf.path: i for i, leaf in enumerate(spec.traced)}
-        for o, t in zip(diff, tans, strict=True):
+        for o, t in zip(with_tangent, tans, strict=True):
             out_tangents[position[o]] = t
     return outs, out_tangents
 
@@ -298,6 +303,9 @@ def _jvp_transpose(
     _check_primals_known(primals, "a Tesseract JVP")
     result: list[Any] = [None] * len(args)
     nz = [k for k, c in enumerate(cts) if _nonzero(c)]
+    # A used non-differentiable output: its derivative is unknown, so refuse
+    # (an unused one, or one behind stop_gradient, has a symbolic-zero cotangent).
+    call.check_output_cotangents([outs[k] for k in nz])
     if nz:
         call.require_route(call.batch_route("reverse") if batch else "reverse")
         grads = vjp_p.bind(

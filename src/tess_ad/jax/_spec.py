@@ -117,6 +117,23 @@ class OutputSpec:
         """Paths of the differentiable outputs."""
         return tuple(leaf.path for leaf in self.leaves if leaf.differentiable)
 
+    @property
+    def tangent_paths(self) -> tuple[str, ...]:
+        """Paths of the outputs that get a tangent from ``jvp_p``, in tree order.
+
+        The differentiable outputs, and the floating-point outputs the schema
+        does not mark ``Differentiable``: their derivative exists but is
+        unknown, so their tangent is NaN and a cotangent on them is refused
+        (see ``_primitives``). Integer and boolean outputs are left out: JAX
+        gives every integer value a zero (``float0``) tangent.
+        """
+        return tuple(
+            leaf.path
+            for leaf in self.traced
+            if leaf.differentiable
+            or (leaf.dtype is not None and np.issubdtype(leaf.dtype, np.inexact))
+        )
+
     def leaf(self, path: str) -> OutLeaf:
         """The leaf at ``path``."""
         for leaf in self.leaves:
