@@ -62,8 +62,8 @@ class Collector:
         first = self._sites.setdefault(key, site)
         if first != site and self._error is None:
             self._error = ValueError(
-                f"sow name {name!r} is used by two different sow calls (mode "
-                f"{mode!r}); each sow call needs its own name within one "
+                f"Duplicate sow name {name!r} (mode {mode!r}): two different sow "
+                "calls use it; each sow call needs its own name within one "
                 "save_intermediates. Rename one of them."
             )
         self._values.setdefault(key, []).append(value)

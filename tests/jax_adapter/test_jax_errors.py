@@ -310,3 +310,17 @@ def test_bad_arguments(local_tesseract):
         apply_tesseract(client, inputs, materialize_jacobian="yes")
     with pytest.raises(TypeError, match="Tesseract client"):
         apply_tesseract(object(), inputs)
+
+
+def test_transposing_with_respect_to_the_inputs_is_refused_clearly(local_tesseract):
+    """``linear_transpose`` of a JVP in both primals and tangents: no endpoint gives it."""
+    client = local_tesseract("rosenbrock")
+    x = jnp.array([0.5, 1.5])
+
+    def f(x):
+        return apply_tesseract(client, {"x": x, "a": 1.0, "b": 100.0})["loss"]
+
+    transpose = jax.linear_transpose(lambda p: jax.jvp(f, (p,), (p,))[1], x)
+    with pytest.raises(ValueError, match="UndefinedPrimal") as info:
+        transpose(jnp.float64(1.0))
+    assert isinstance(info.value, NotImplementedError)  # what it raised before

@@ -220,11 +220,23 @@ def _sum_terms(terms: Sequence[Sequence[Any]]) -> list[Any]:
     return out
 
 
+class _NotLinearError(NotImplementedError, ValueError):
+    """A transpose with respect to the Tesseract's inputs.
+
+    Both types: ``NotImplementedError`` as before, ``ValueError`` as tesseract-jax
+    raises for the same request.
+    """
+
+
 def _check_primals_known(primals: Sequence[Any], prim: str) -> None:
     if any(_undefined(p) for p in primals):
-        raise NotImplementedError(
-            f"{prim} is not linear in the Tesseract's inputs; this transformation "
-            "asks for a derivative the Tesseract's endpoints cannot give"
+        raise _NotLinearError(
+            f"{prim} is not linear in the Tesseract's inputs, yet this "
+            "transformation transposes it with respect to them (they reached the "
+            "transpose rule as UndefinedPrimal, e.g. jax.linear_transpose of a "
+            "function of both primals and tangents): no endpoint gives that. "
+            "Close over the primals (linearize at a point) and transpose in the "
+            "tangents only."
         )
 
 
