@@ -27,9 +27,10 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import wraps
 from typing import Any
 
-__all__ = ["Collector", "call_site", "collecting", "report"]
+__all__ = ["Collector", "call_site", "collecting", "report", "saving"]
 
 MODES = ("primal", "tangent", "cotangent")
 
@@ -104,3 +105,25 @@ def collecting(tag: str) -> Iterator[Collector]:
     finally:
         with _LOCK:
             _STACK.remove(collector)
+
+
+def saving(
+    fn: Callable[..., Any],
+    tag: str,
+    stack: Callable[[list[Any]], Any],
+    settle: Callable[[Any], None] = lambda result: None,
+) -> Callable[..., tuple[Any, dict[str, dict[str, Any]]]]:
+    """``save_intermediates`` of an adapter: ``fn`` run with a collector open.
+
+    ``settle(result)`` runs before the collector closes (JAX waits there for
+    the reports of compiled programs); ``stack`` stacks a site's repeats.
+    """
+
+    @wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
+        with collecting(tag) as collector:
+            result = fn(*args, **kwargs)
+            settle(result)
+        return result, collector.result(stack)
+
+    return wrapped

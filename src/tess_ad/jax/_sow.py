@@ -23,13 +23,13 @@ and with it its report.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial, wraps
+from functools import partial
 from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 
-from tess_ad._intermediates import call_site, collecting, report
+from tess_ad._intermediates import call_site, report, saving
 
 from ._compat import Primitive, ad, batching, lower_fun, mlir
 
@@ -99,16 +99,12 @@ def save_intermediates(
     Raises:
         ValueError: (when called) If two ``sow`` calls used the same name.
     """
+    return saving(fn, tag, _stack, _settle)
 
-    @wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
-        with collecting(tag) as collector:
-            result = fn(*args, **kwargs)
-            jax.block_until_ready(result)
-            jax.effects_barrier()  # the reports of compiled programs are in
-        return result, collector.result(_stack)
 
-    return wrapped
+def _settle(result: Any) -> None:
+    jax.block_until_ready(result)
+    jax.effects_barrier()  # the reports of compiled programs are in
 
 
 def _stack(values: list[Any]) -> Any:

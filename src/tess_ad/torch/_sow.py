@@ -18,13 +18,12 @@ cotangents are reported while it runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 from typing import Any, TypeVar
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from .._intermediates import call_site, collecting, report
+from .._intermediates import call_site, report, saving
 from ._compat import forward_ad_level
 
 __all__ = ["save_intermediates", "sow"]
@@ -106,14 +105,7 @@ def save_intermediates(
     Raises:
         ValueError: (when called) If two ``sow`` calls used the same name.
     """
-
-    @wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, dict[str, Any]]]:
-        with collecting(tag) as collector:
-            result = fn(*args, **kwargs)
-        return result, collector.result(_stack)
-
-    return wrapped
+    return saving(fn, tag, _stack)
 
 
 class _Cotangents:
