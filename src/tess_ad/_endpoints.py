@@ -202,14 +202,14 @@ class Endpoints:
         if not cts:
             return _zeros(flat, vjp_inputs)
         if self.has_vjp:
-            complete = None
-            if output_shapes is not None and not set(output_shapes) <= set(cts):
-                complete = {
-                    o: cts[o]
-                    if o in cts
-                    else np.zeros(output_shapes[o], self.output_dtype(o))
-                    for o in output_shapes
-                }
+            complete = (
+                None
+                if output_shapes is None
+                else _completed(
+                    cts,
+                    {o: (s, self.output_dtype(o)) for o, s in output_shapes.items()},
+                )
+            )
 
             def call(cts: Arrays) -> Any:
                 return self.tesseract.vector_jacobian_product(
@@ -268,14 +268,9 @@ class Endpoints:
             every = [
                 p for p, leaf in flat.items() if leaf.differentiable and leaf.is_array
             ]
-            complete = None
-            if not set(every) <= set(tangents):
-                complete = {
-                    p: tangents[p]
-                    if p in tangents
-                    else np.zeros(_shape(flat, p), _dtype(flat, p))
-                    for p in every
-                }
+            complete = _completed(
+                tangents, {p: (_shape(flat, p), _dtype(flat, p)) for p in every}
+            )
 
             def call(tangents: Arrays) -> Any:
                 return self.tesseract.jacobian_vector_product(
@@ -714,6 +709,21 @@ def _nonzero(paths: Sequence[str], vectors: Mapping[str, Any]) -> Arrays:
         if arr.any():
             out[p] = arr
     return out
+
+
+def _completed(
+    given: Arrays, every: Mapping[str, tuple[Sequence[int], np.dtype]]
+) -> Arrays | None:
+    """``given`` with zeros for the paths of ``every`` it lacks (``None``: lacks none).
+
+    The complete request for a Tesseract that cannot answer a partial one.
+    """
+    if set(every) <= set(given):
+        return None
+    return {
+        p: given[p] if p in given else np.zeros(shape, dtype)
+        for p, (shape, dtype) in every.items()
+    }
 
 
 def _zeros(flat: FlatTree, paths: Sequence[str]) -> Arrays:
