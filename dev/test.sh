@@ -132,6 +132,8 @@ NEEDS_TORCH=(
     --ignore=tests/test_cli.py
     --ignore=tests/test_install.py
     --ignore=tests/test_adapter_parity.py
+    --ignore=tests/test_keyword_clients.py
+    --ignore=tests/test_partial_requests.py
     "--deselect=tests/test_core_imports.py::test_the_check_sees_a_framework_import[torch]"
 )
 
