@@ -561,14 +561,7 @@ def _vectorize_plan(
     method = call.vmap_method
     if method not in _VECTORIZING or params.get("batch"):
         return None
-    n = call.n
-    carries = list(batched[:n])
-    if prim is jvp_p:
-        for p, b in zip(params["wrt"], batched[n:], strict=True):
-            carries[call.index[p]] = carries[call.index[p]] or b
-    if prim is vjp_p:  # a VJP per element: the inputs asked for carry the batch
-        for p in params["wrt"]:
-            carries[call.index[p]] = True
+    carries = _carries(prim, call, batched, params)
     plan = []
     for op, carry in zip(call.operands, carries, strict=True):
         if carry:
@@ -590,6 +583,26 @@ def _vectorize_plan(
         else:
             plan.append("expand")
     return plan
+
+
+def _carries(
+    prim: Primitive, call: TesseractCall, batched: Sequence[bool], params: dict
+) -> list[bool]:
+    """Which operands carry the batch axis in a batched call of ``prim``.
+
+    The batched ones; for a JVP also those whose tangent is batched (a
+    tangent takes its primal's shape); for a VJP every input asked for (vmap
+    of a VJP wants per-element gradients, also of an input shared by all).
+    """
+    n = call.n
+    carries = list(batched[:n])
+    if prim is jvp_p:
+        for p, b in zip(params["wrt"], batched[n:], strict=True):
+            carries[call.index[p]] = carries[call.index[p]] or b
+    if prim is vjp_p:
+        for p in params["wrt"]:
+            carries[call.index[p]] = True
+    return carries
 
 
 def _lead(a: Any, how: str, batched: bool, size: int) -> Any:
@@ -662,13 +675,7 @@ def _looped(
         return _sequential(prim, args, batched, size, params)
     call: TesseractCall = params["call"]
     n = call.n
-    mask = list(batched[:n])
-    if prim is jvp_p:  # a batched tangent on a shared input makes it batched
-        for p, b in zip(params["wrt"], batched[n:], strict=True):
-            mask[call.index[p]] = mask[call.index[p]] or b
-    if prim is vjp_p:  # vmap of a VJP: per-element gradients, shared inputs too
-        for p in params["wrt"]:
-            mask[call.index[p]] = True
+    mask = _carries(prim, call, batched, params)
     operands = [
         _lead(a, "broadcast", b, size) if m else a
         for a, b, m in zip(args[:n], batched[:n], mask, strict=True)
