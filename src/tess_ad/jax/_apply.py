@@ -16,22 +16,13 @@ import numpy as np
 
 from tess_ad._endpoints import Endpoints
 from tess_ad._schema import as_numpy
+from tess_ad._vmap import check_options
 
 from ._call import Prepared, prepare_call, to_jax
 from ._primitives import apply_p
 from ._spec import spec_from_flat, store_record
 
 __all__ = ["apply_tesseract"]
-
-# tesseract-jax's vmap methods, and "auto" (see the docstring).
-_VMAP_METHODS = (
-    None,
-    "sequential",
-    "auto",
-    "auto_experimental",
-    "expand_dims",
-    "broadcast_all",
-)
 
 
 def apply_tesseract(
@@ -152,20 +143,7 @@ def apply_tesseract(
         >>> jax.hessian(loss)(jnp.array([0.5, 1.5])).shape
         (2, 2)
     """
-    if vmap_method not in _VMAP_METHODS:
-        raise ValueError(
-            f"unknown vmap_method {vmap_method!r}; expected one of {_VMAP_METHODS} "
-            "(see the docstring of tess_ad.jax.apply_tesseract)"
-        )
-    if vmap_workers is not None and (
-        not isinstance(vmap_workers, int)
-        or isinstance(vmap_workers, bool)
-        or vmap_workers < 1
-    ):
-        raise ValueError(
-            f"vmap_workers must be a positive int (calls at once) or None, got "
-            f"{vmap_workers!r}"
-        )
+    check_options(vmap_method, vmap_workers, "tess_ad.jax.apply_tesseract")
     if materialize_jacobian not in (None, True, False):
         raise ValueError(
             f"materialize_jacobian must be None, True or False, got {materialize_jacobian!r}"

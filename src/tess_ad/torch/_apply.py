@@ -24,12 +24,13 @@ What this module adds is the bookkeeping around the Functions of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from .._endpoints import Endpoints
 from .._schema import Leaf, SchemaError
+from .._vmap import check_options
 from ._call import TesseractCall
 from ._convert import numpy_dtype, torch_dtype
 from ._function import Apply, _arrays, _tensors
@@ -37,7 +38,16 @@ from ._function import Apply, _arrays, _tensors
 __all__ = ["apply_tesseract"]
 
 
-def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+def apply_tesseract(
+    tesseract: Any,
+    inputs: Mapping[str, Any],
+    *,
+    vmap_method: Literal[
+        "sequential", "auto", "auto_experimental", "expand_dims", "broadcast_all"
+    ]
+    | None = None,
+    vmap_workers: int | None = None,
+) -> dict[str, Any]:
     """Call a Tesseract as a differentiable PyTorch operation.
 
     Input leaves marked ``Differentiable[...]`` in the Tesseract's schema take
@@ -61,7 +71,8 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     ``create_graph=True`` for Hessian-vector products), ``torch.autograd.forward_ad``
     and the ``torch.func`` transforms (``grad``, ``vjp``, ``jvp``, ``vmap``,
     ``jacrev``, ``jacfwd``, ``hessian``). ``vmap`` over inputs calls the
-    Tesseract once per batch element; ``jacrev``/``jacfwd`` (a batch of
+    Tesseract once per batch element, or once for the batch (``vmap_method``);
+    ``jacrev``/``jacfwd`` (a batch of
     cotangents or tangents at one point) make one ``jacobian`` call when the
     Tesseract has that endpoint, else one VJP/JVP per row, exactly as
     ``jax.jacrev``/``jax.jacfwd`` through :func:`tess_ad.jax.apply_tesseract`.
@@ -95,6 +106,23 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         inputs: Nested dict following the Tesseract's input schema. Give
             ``torch.Tensor`` (e.g. with ``requires_grad=True``) for the
             differentiable fields to differentiate; other values as usual.
+        vmap_method: How ``torch.func.vmap`` over the inputs calls the
+            Tesseract, with the semantics of
+            :func:`tess_ad.jax.apply_tesseract`'s argument of that name (the
+            same decision, made in one place for both adapters): ``None`` or
+            ``"sequential"``, one call per batch element; ``"expand_dims"``,
+            ``"broadcast_all"``, ``"auto_experimental"`` and ``"auto"``, ONE
+            call for the whole batch, whose tensor inputs carry a leading batch
+            axis the Tesseract must handle (falling back to one call per
+            element where the method says so). The same holds for ``vmap`` of
+            a gradient (one VJP call for the batch) and for ``jacfwd`` of a
+            Tesseract without ``jacobian`` endpoint (one JVP call, the primal
+            broadcast). A gradient with respect to an input given a leading
+            axis of 1 is asked per element and summed.
+        vmap_workers: When ``vmap`` makes one call per element: how many to
+            run at once (threads; ``None`` or 1: one after the other), for a
+            served Tesseract with several workers; bit-identical to a serial
+            run.
 
     Returns:
         The nested outputs. Differentiable output arrays are ``torch.Tensor``
@@ -128,12 +156,20 @@ def apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
         # graph break. Asked here, not by decorating this function, because
         # ``torch.compiler.disable`` imports TorchDynamo (over a second), which
         # a program that never compiles should not pay for.
-        return torch.compiler.disable(_apply_tesseract)(tesseract, inputs)
-    return _apply_tesseract(tesseract, inputs)
+        return torch.compiler.disable(_apply_tesseract)(
+            tesseract, inputs, vmap_method, vmap_workers
+        )
+    return _apply_tesseract(tesseract, inputs, vmap_method, vmap_workers)
 
 
-def _apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+def _apply_tesseract(
+    tesseract: Any,
+    inputs: Mapping[str, Any],
+    vmap_method: str | None = None,
+    vmap_workers: int | None = None,
+) -> dict[str, Any]:
     """:func:`apply_tesseract`, eagerly."""
+    check_options(vmap_method, vmap_workers, "tess_ad.torch.apply_tesseract")
     endpoints = Endpoints(tesseract)
     flat = endpoints.schema.inputs.flatten(inputs)
 
@@ -141,6 +177,8 @@ def _apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any
     differentiable: list[bool] = []
     is_array: list[bool] = []
     tensors: list[torch.Tensor] = []
+    rank_free: list[bool] = []
+    fixed_rank: list[str | None] = []
     for path, leaf in flat.items():
         value = leaf.value
         if not isinstance(value, torch.Tensor):
@@ -150,9 +188,25 @@ def _apply_tesseract(tesseract: Any, inputs: Mapping[str, Any]) -> dict[str, Any
         differentiable.append(leaf.differentiable)
         is_array.append(leaf.is_array)
         tensors.append(value)
+        spec = leaf.spec
+        rank_free.append(spec is not None and spec.shape is None)
+        fixed_rank.append(
+            spec.describe() if spec is not None and spec.shape is not None else None
+        )
 
     device = _device(tensors, differentiable)
-    call = TesseractCall(endpoints, flat, paths, differentiable, is_array, device)
+    call = TesseractCall(
+        endpoints,
+        flat,
+        paths,
+        differentiable,
+        is_array,
+        device,
+        rank_free,
+        fixed_rank,
+        vmap_method,
+        vmap_workers,
+    )
     if tensors:
         outputs = Apply.apply(call, *tensors)
     else:

@@ -61,6 +61,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .._vmap import VECTORIZING, missing_batch_axis_error
 from ._call import TesseractCall
 from ._compat import (
     any_legacy_batched,
@@ -152,6 +153,40 @@ def _sequential_vmap(fn: type[torch.autograd.Function], n_static: int) -> Any:
     return staticmethod(vmap)
 
 
+def _lead(t: torch.Tensor, d: int | None, how: str, size: int) -> torch.Tensor:
+    """``t`` with the batch axis first: moved there, or made as ``how`` says."""
+    if d is not None:
+        return t.movedim(d, 0)
+    if how in ("batch", "broadcast"):
+        return t.expand(size, *t.shape)
+    if how == "expand":
+        return t.unsqueeze(0)
+    return t
+
+
+def _for_batch(
+    call: TesseractCall,
+    xs: Sequence[torch.Tensor],
+    dims: Sequence[int | None],
+    carries: Sequence[bool],
+    size: int,
+) -> tuple[TesseractCall, list[torch.Tensor], list[str]]:
+    """The call that runs a ``vmap`` batch, its tensor arguments, and how each was made.
+
+    One Tesseract call when the ``vmap_method`` allows it (arguments as
+    :func:`tess_ad._vmap.plan` says), else one call per element (the
+    arguments in ``carries`` get the batch axis, the others are shared).
+    """
+    steps = call.plan(carries)
+    if steps is None:
+        steps = ["batch" if c else "keep" for c in carries]
+        batch = call.looped(size, carries)
+    else:
+        batch = call.vectorized(size, [h == "expand" for h in steps])
+    args = [_lead(x, d, h, size) for x, d, h in zip(xs, dims, steps, strict=True)]
+    return batch, args, steps
+
+
 def _one_point_vmap(
     fn: type[torch.autograd.Function], many: type[torch.autograd.Function]
 ) -> Any:
@@ -160,7 +195,10 @@ def _one_point_vmap(
     When only the vectors ``vs`` are batched (one point, many rows: ``jacrev``,
     ``jacfwd``), the batch goes to ``many`` in one call; a batch that is
     already a ``many`` batch (``vmap`` of ``jacrev``) folds into it. A batch of
-    points loops.
+    points (``vmap`` of ``grad``) is one Tesseract call under a vectorising
+    ``vmap_method``, else one call per element; so is ``jacfwd`` under a
+    vectorising method when there is no ``jacobian`` endpoint (the primal
+    broadcast, as tesseract-jax does).
     """
 
     def vmap(info: Any, in_dims: Sequence[int | None], *args: Any) -> Any:
@@ -168,9 +206,12 @@ def _one_point_vmap(
         call: TesseractCall = args[0]
         n = call.n_args
         tensors, dims = args[3:], in_dims[3:]
-        if any(d is not None for d in dims[:n]):
-            return _loop(fn, args[:3], tensors, dims, info.batch_size)
         size = info.batch_size
+        at_points = any(d is not None for d in dims[:n])
+        if fn is not many and (at_points or _broadcast_jacfwd(call, fn)):
+            return _batch_of_points(fn, call, args[1], args[2], tensors, dims, size)
+        if at_points:
+            return _loop(fn, args[:3], tensors, dims, size)
         rows = fn is many  # these vectors already carry a batch of rows
         vecs = []
         for v, d in zip(tensors[n:], dims[n:], strict=True):
@@ -182,6 +223,55 @@ def _one_point_vmap(
         return tuple(outs), (0,) * len(outs)
 
     return staticmethod(vmap)
+
+
+def _broadcast_jacfwd(call: TesseractCall, fn: Any) -> bool:
+    """``jacfwd`` under a vectorising method, with no ``jacobian`` call to make instead."""
+    return (
+        fn is JVP
+        and call.vmap_method in VECTORIZING
+        and not call.endpoints.has_jacobian
+    )
+
+
+def _batch_of_points(
+    fn: Any,
+    call: TesseractCall,
+    idx: tuple[int, ...],
+    paths: tuple[str, ...],
+    tensors: Sequence[torch.Tensor],
+    dims: Sequence[int | None],
+    size: int,
+) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+    """A VJP or JVP at a batch of points, through the call that runs the batch.
+
+    Which arguments carry the batch: the batched ones; for a JVP also those
+    whose tangent is batched (a tangent takes its primal's shape); for a VJP
+    every input asked for (``vmap`` of a VJP wants per-element gradients,
+    also of an input shared by every element).
+    """
+    n = call.n_args
+    carries = [d is not None for d in dims[:n]]
+    vec_dims = dims[n:]
+    if fn is VJP:
+        for i in idx:
+            carries[i] = True
+    else:
+        for i, d in zip(idx, vec_dims, strict=True):
+            carries[i] = carries[i] or d is not None
+    batch, xs, steps = _for_batch(call, tensors[:n], dims[:n], carries, size)
+    if fn is VJP:  # cotangents of the batch's outputs: they all carry the axis
+        vecs = [
+            _lead(v, d, "batch", size)
+            for v, d in zip(tensors[n:], vec_dims, strict=True)
+        ]
+    else:  # a tangent takes its primal's shape
+        vecs = [
+            _lead(v, d, steps[i], size)
+            for i, v, d in zip(idx, tensors[n:], vec_dims, strict=True)
+        ]
+    outs = fn.apply(batch, idx, paths, *xs, *vecs)
+    return tuple(outs), (0,) * len(outs)
 
 
 def _rows(
@@ -285,6 +375,8 @@ class Apply(_Function):
         if need and used:
             out_paths = tuple(call.out_paths[j] for j, _ in used)
             cts = [g for _, g in used]
+            if any(call.expanded[i] for i in need):
+                return (None, *_expanded_backward(call, need, out_paths, xs, cts))
             # Nothing records this VJP's rules: skip its Function (not for a
             # batch of cotangents, which its vmap rule turns into one VJPMany).
             if plain_backward() and not any_legacy_batched(cts):
@@ -308,21 +400,54 @@ class Apply(_Function):
     def vmap(
         info: Any, in_dims: Sequence[int | None], call: TesseractCall, *xs: torch.Tensor
     ) -> Any:
-        """One ``apply`` per batch element; other outputs are stacked in ``call.out``."""
+        """One ``apply`` for the batch, or one per element (``vmap_method``).
+
+        The outputs that are not tensors come back with the batch axis in
+        ``call.out``.
+        """
         _check_batch(info)
-        samples = []
-        results = []
-        for b in range(info.batch_size):
-            sub = call.fork()
-            sample = [
-                x if d is None else x.select(d, b)
-                for x, d in zip(xs, in_dims[1:], strict=True)
-            ]
-            results.append(Apply.apply(sub, *sample))
-            samples.append(sub)
-        call.record_batch(samples)
-        outs = tuple(torch.stack(column) for column in zip(*results, strict=True))
+        size = info.batch_size
+        dims = in_dims[1:]
+        carries = [d is not None for d in dims]
+        batch, args, _ = _for_batch(call, xs, dims, carries, size)
+        outs = Apply.apply(batch, *args)
+        if batch.endpoints is call.endpoints:  # one call: the Tesseract made the axis
+            for path, out in zip(batch.out_paths, outs, strict=True):
+                if out.dim() == 0 or out.shape[0] != size:
+                    raise missing_batch_axis_error(
+                        str(call.vmap_method),
+                        size,
+                        f"output {path!r} has shape {tuple(out.shape)}",
+                    )
+        call.record_batch(batch)
         return outs, (0,) * len(outs)
+
+
+def _expanded_backward(
+    call: TesseractCall,
+    need: tuple[int, ...],
+    out_paths: tuple[str, ...],
+    xs: Sequence[torch.Tensor],
+    cts: Sequence[torch.Tensor],
+) -> list[Any]:
+    """The gradients of a vectorised call with arguments expanded to a leading 1.
+
+    Such an argument is shared by the batch; its gradient is asked per
+    element (the argument broadcast to the batch) and summed, whatever the
+    Tesseract's VJP makes of a broadcast input.
+    """
+    assert call.batch_of is not None
+    size = call.batch_of[1]
+    wide = [
+        x.expand(size, *x.shape[1:]) if call.expanded[i] and i in need else x
+        for i, x in enumerate(xs)
+    ]
+    gx = VJP.apply(call, need, out_paths, *wide, *cts)
+    gx = [
+        g.sum(0, keepdim=True) if call.expanded[i] else g
+        for i, g in zip(need, gx, strict=True)
+    ]
+    return _scatter(call.n_args, need, gx)
 
 
 def _arrays(inputs: Any, *vectors: Mapping[str, Any]) -> list[Any]:
