@@ -326,7 +326,7 @@ class Endpoints:
         flat = self._checked_inputs(inputs, vjp_inputs)
         cts = {o: as_numpy(cotangents[o]) for o in vjp_outputs}
         batch = _batch_size(cts)
-        if self._use_jacobian(use_jacobian, "reverse", batch) and vjp_inputs and cts:
+        if self.uses_jacobian(use_jacobian, "reverse", batch) and vjp_inputs and cts:
             return self._vjp_via_jacobian(flat, vjp_inputs, cts, batch)
         rows = [
             self.vjp(
@@ -370,7 +370,7 @@ class Endpoints:
         flat = self._checked_inputs(inputs, jvp_inputs)
         ts = {p: as_numpy(tangents[p]) for p in jvp_inputs}
         batch = _batch_size(ts)
-        if self._use_jacobian(use_jacobian, "forward", batch) and jvp_outputs and ts:
+        if self.uses_jacobian(use_jacobian, "forward", batch) and jvp_outputs and ts:
             return self._jvp_via_jacobian(flat, jvp_outputs, ts, batch, output_shapes)
         rows = [
             self.jvp(
@@ -592,7 +592,7 @@ class Endpoints:
                 )
             return result
 
-    def _use_jacobian(self, use_jacobian: bool | None, mode: str, batch: int) -> bool:
+    def uses_jacobian(self, use_jacobian: bool | None, mode: str, batch: int) -> bool:
         """Whether a batch of ``batch`` rows is served by one Jacobian.
 
         By default: when the Tesseract has a ``jacobian`` endpoint and there
@@ -609,21 +609,15 @@ class Endpoints:
     ) -> Arrays:
         """``ct J`` for ``batch`` cotangent rows from one Jacobian, contracted once."""
         outs = list(cts)
-        jac = self.jacobian(
-            flat,
-            vjp_inputs,
-            outs,
-            {o: cts[o].shape[1:] for o in outs},
+        blocks = self.jacobian_blocks(
+            flat, vjp_inputs, outs, {o: cts[o].shape[1:] for o in outs}
         )
-        result = {}
-        for p in vjp_inputs:
-            shape = _shape(flat, p)
-            total = np.zeros((batch, math.prod(shape)))
-            for o in outs:
-                block = _block(jac[o][p], cts[o].shape[1:], shape, o, p)
-                total += cts[o].reshape(batch, -1) @ block.reshape(-1, total.shape[1])
-            result[p] = total.reshape((batch, *shape)).astype(_dtype(flat, p))
-        return result
+        return self.vjp_from_jacobian(
+            blocks,
+            cts,
+            {p: _shape(flat, p) for p in vjp_inputs},
+            {p: _dtype(flat, p) for p in vjp_inputs},
+        )
 
     def _jvp_via_jacobian(
         self,
@@ -634,19 +628,95 @@ class Endpoints:
         output_shapes: Mapping[str, tuple[int, ...]] | None = None,
     ) -> Arrays:
         """``J t`` for ``batch`` tangent rows from one Jacobian, contracted once."""
-        ins = list(ts)
-        jac = self.jacobian(flat, ins, jvp_outputs, output_shapes)
-        result = {}
-        for o in jvp_outputs:
+        blocks = self.jacobian_blocks(flat, list(ts), jvp_outputs, output_shapes)
+        return self.jvp_from_jacobian(blocks, ts)
+
+    # -- a batch of products from one Jacobian, in two steps -------------------------
+    #
+    # ``vjp_many``/``jvp_many`` call both steps at once. ``tess_ad.jax`` also runs
+    # them as two host calls under ``jit``: the Jacobian depends on the point
+    # only, so identical requests (a chunked ``vmap`` over the tangents) are one
+    # computation XLA can merge, and the contraction stays here.
+
+    def jacobian_blocks(
+        self,
+        inputs: FlatTree | Mapping[str, Any],
+        jac_inputs: Sequence[str],
+        jac_outputs: Sequence[str],
+        output_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """The Jacobian blocks ``{out: {in: float64 array(*out_shape, *in_shape)}}``, checked.
+
+        As :meth:`jacobian` (the ``jacobian`` endpoint when there is one),
+        with every block's shape checked and its dtype float64, ready for
+        :meth:`vjp_from_jacobian` / :meth:`jvp_from_jacobian`.
+        """
+        flat = self.flat_inputs(inputs)
+        ins = list(jac_inputs)
+        jac = self.jacobian(flat, ins, jac_outputs, output_shapes)
+        blocks: dict[str, dict[str, np.ndarray]] = {}
+        for o in jac_outputs:
             if output_shapes is not None:
                 out_shape = tuple(output_shapes[o])
             else:  # the block's leading axes, before the first input's shape
                 first = np.shape(jac[o][ins[0]])
                 out_shape = first[: len(first) - len(_shape(flat, ins[0]))]
-            total = np.zeros((batch, math.prod(out_shape)))
-            for p in ins:
-                block = _block(jac[o][p], out_shape, _shape(flat, p), o, p)
-                total += ts[p].reshape(batch, -1) @ block.reshape(total.shape[1], -1).T
+            blocks[o] = {
+                p: _block(jac[o][p], out_shape, _shape(flat, p), o, p) for p in ins
+            }
+        return blocks
+
+    def vjp_from_jacobian(
+        self,
+        blocks: Mapping[str, Mapping[str, np.ndarray]],
+        cotangents: Mapping[str, Any],
+        in_shapes: Mapping[str, tuple[int, ...]],
+        in_dtypes: Mapping[str, np.dtype],
+    ) -> Arrays:
+        """``ct_b J`` for every cotangent row ``b``: ``{in: array(B, *in_shape)}``.
+
+        Args:
+            blocks: From :meth:`jacobian_blocks`, for every output of ``cotangents``.
+            cotangents: ``{out: array(B, *out_shape)}``.
+            in_shapes: The shape of each input to return.
+            in_dtypes: The dtype of each input (the result's dtype).
+        """
+        cts = {o: as_numpy(c) for o, c in cotangents.items()}
+        batch = _batch_size(cts)
+        result = {}
+        for p, shape in in_shapes.items():
+            total = np.zeros((batch, math.prod(shape)))
+            for o, ct in cts.items():
+                block = blocks[o][p]
+                total += ct.reshape(batch, -1) @ block.reshape(-1, total.shape[1])
+            result[p] = total.reshape((batch, *shape)).astype(in_dtypes[p])
+        return result
+
+    def jvp_from_jacobian(
+        self,
+        blocks: Mapping[str, Mapping[str, np.ndarray]],
+        tangents: Mapping[str, Any],
+    ) -> Arrays:
+        """``J t_b`` for every tangent row ``b``: ``{out: array(B, *out_shape)}``.
+
+        Args:
+            blocks: From :meth:`jacobian_blocks`, for every input of ``tangents``.
+            tangents: ``{in: array(B, *in_shape)}``.
+        """
+        ts = {p: as_numpy(t) for p, t in tangents.items()}
+        batch = _batch_size(ts)
+        result = {}
+        for o, row in blocks.items():
+            out_shape: tuple[int, ...] = ()
+            total = None
+            for p, t in ts.items():
+                block = row[p]
+                in_ndim = t.ndim - 1
+                out_shape = block.shape[: block.ndim - in_ndim]
+                if total is None:
+                    total = np.zeros((batch, math.prod(out_shape)))
+                total += t.reshape(batch, -1) @ block.reshape(total.shape[1], -1).T
+            assert total is not None, "a JVP needs at least one tangent"
             result[o] = total.reshape((batch, *out_shape)).astype(self.output_dtype(o))
         return result
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import Spy
+from jax_adapter_refs import rosenbrock_ref
 
 from tess_ad.jax import apply_tesseract
 
@@ -255,6 +256,44 @@ def test_two_identical_calls_in_one_jit_make_one_call(tesseract_factory):
             )
         )(x)
     assert spy.calls["apply"] == 2
+
+
+@pytest.mark.parametrize("mode", ["jvp", "vjp"])
+def test_chunks_of_a_jacobian_batch_make_one_jacobian_call(tesseract_factory, mode):
+    """``vmap`` over chunks of tangents (or cotangents) at one point, under ``jit``.
+
+    Chunking caps peak memory; each chunk is a batch that one ``jacobian``
+    call serves, and the Jacobian depends on the point only, so XLA merges
+    the requests into one. The numbers are those of the eager chunks, where
+    each chunk's products are made in one host step, bit for bit.
+    """
+    client = tesseract_factory("rosenbrock")
+    x = jnp.linspace(-1.0, 1.5, 6)
+
+    def residuals(x):
+        return apply_tesseract(client, {"x": x, "a": 1.0, "b": 100.0})["residuals"]
+
+    if mode == "jvp":  # 6 columns in 3 chunks
+        _, linear = jax.linearize(residuals, x)
+        eye, chunks = jnp.eye(6), 3
+    else:  # 10 rows in 2 chunks
+        _, vjp = jax.vjp(residuals, x)
+        eye, chunks = jnp.eye(10), 2
+
+        def linear(ct):
+            return vjp(ct)[0]
+
+    def chunked(e):
+        return jnp.concatenate([jax.vmap(linear)(c) for c in jnp.split(e, chunks)])
+
+    eager = chunked(eye)
+    with Spy(client) as spy:
+        jitted = jax.jit(chunked)(eye)
+    assert calls(spy) == {"jacobian": 1}
+    np.testing.assert_array_equal(jitted, eager)
+    inputs = {"x": x, "a": 1.0, "b": 100.0}
+    jac = jax.jacfwd(lambda x: rosenbrock_ref({**inputs, "x": x})["residuals"])(x)
+    np.testing.assert_allclose(jitted, jac.T if mode == "jvp" else jac, rtol=1e-13)
 
 
 def test_a_discarded_call_is_not_made(local_tesseract):

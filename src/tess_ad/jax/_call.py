@@ -27,7 +27,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, cast
@@ -39,6 +38,7 @@ import numpy as np
 from tess_ad._endpoints import Endpoints, NoGradientRouteError
 from tess_ad._schema import FlatTree, Leaf, SchemaError, as_numpy
 from tess_ad._values import placeholder
+from tess_ad._vmap import missing_batch_axis_error, per_element
 
 from ._compat import Tracer, canonical_dtype, hold_weakly_in_jax_caches, under_jit
 from ._spec import (
@@ -293,12 +293,8 @@ class TesseractCall:
         assert self.batch_of is not None
         size = self.batch_of[1]
         expected = f"expected {self._spec.describe()}, " if self._spec else ""
-        return RuntimeError(
-            f"with vmap_method={self.vmap_method!r} the Tesseract was called once for "
-            f"a batch of {size} and must return every array output with a leading "
-            f"batch axis of length {size}: {expected}it returned "
-            f"{returned.describe()}. Use vmap_method='sequential' (one call per "
-            "element) for this Tesseract."
+        return missing_batch_axis_error(
+            str(self.vmap_method), size, f"{expected}it returned {returned.describe()}"
         )
 
     # -- tangent checks --------------------------------------------------------
@@ -421,18 +417,9 @@ class TesseractCall:
         )
 
     def _per_element(self, fn: Callable[[int], Any]) -> list[Any]:
-        """``fn(b)`` for each element of a loop call, ``vmap_workers`` at a time.
-
-        Results come back in element order, so a concurrent run gives the
-        same (bit-identical) arrays as a serial one.
-        """
+        """``fn(b)`` for each element of a loop call (:func:`tess_ad._vmap.per_element`)."""
         assert self.batch_of is not None
-        size = self.batch_of[1]
-        workers = min(self.vmap_workers or 1, size)
-        if workers <= 1:
-            return [fn(b) for b in range(size)]
-        with ThreadPoolExecutor(workers, thread_name_prefix="tess_ad-vmap") as pool:
-            return list(pool.map(fn, range(size)))
+        return per_element(fn, self.batch_of[1], self.vmap_workers)
 
     def _slice(
         self, values: Sequence[Any], batched: Sequence[bool], b: int, rows: int
@@ -578,6 +565,13 @@ class TesseractCall:
                 )
             else:
                 result = self.endpoints.jvp(inputs, wrt, diff, t, shapes)
+        return self._jvp_outputs(outs, prefix, result)
+
+    def _jvp_outputs(
+        self, outs: Sequence[str], prefix: tuple[int, ...], result: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]:
+        """JVP results as the primitive returns them (NaN where there is no derivative)."""
+        spec = self.spec()
         return tuple(
             _fit(
                 result[o],
@@ -617,6 +611,58 @@ class TesseractCall:
         else:
             result = self.endpoints.vjp(inputs, wrt, outs, ct, output_shapes=shapes)
         return tuple(self._fit_input(result[p], p, "VJP", batch) for p in wrt)
+
+    def jacobian_steps(
+        self, forward: bool, wrt: tuple[str, ...], outs: tuple[str, ...], batch: int
+    ) -> tuple[Callable[..., Any], list[tuple[int, ...]], Callable[..., Any]] | None:
+        """``host_jvp``/``host_vjp`` of a batch at one point, as two host steps.
+
+        When ``Endpoints`` serves the batch from one Jacobian: the first step
+        (the primals in, the float64 Jacobian blocks out, one per ``(output,
+        input)`` pair, of the returned shapes) depends on the point only, so
+        identical requests under ``jit`` are one computation XLA can merge;
+        the second contracts the blocks with the vectors (the vectors after
+        the blocks), in ``Endpoints``. ``None`` when the batch is not served
+        that way.
+        """
+        if self.loop_mask is not None:
+            return None
+        endpoints = self.endpoints
+        mode = "forward" if forward else "reverse"
+        if not endpoints.uses_jacobian(self.materialize_jacobian, mode, batch):
+            return None
+        spec = self.spec()
+        diff = tuple(o for o in outs if spec.leaf(o).differentiable)
+        if not diff or not wrt or (not forward and diff != outs):
+            return None
+        ops = {p: self.operands[self.index[p]] for p in wrt}
+        out_shapes = {o: spec.leaf(o).shape for o in diff}
+        pairs = [(o, p) for o in diff for p in wrt]
+
+        def blocks(*primals: Any) -> tuple[np.ndarray, ...]:
+            jac = endpoints.jacobian_blocks(self.inputs(primals), wrt, diff, out_shapes)
+            return tuple(jac[o][p] for o, p in pairs)
+
+        def contract(*args: Any) -> tuple[np.ndarray, ...]:
+            jac: dict[str, dict[str, np.ndarray]] = {o: {} for o in diff}
+            for (o, p), block in zip(pairs, args[: len(pairs)], strict=True):
+                jac[o][p] = np.asarray(block)
+            vectors = [np.asarray(v) for v in args[len(pairs) :]]
+            if forward:
+                result = endpoints.jvp_from_jacobian(
+                    jac, dict(zip(wrt, vectors, strict=True))
+                )
+                return self._jvp_outputs(outs, (batch,), result)
+            result = endpoints.vjp_from_jacobian(
+                jac,
+                dict(zip(outs, vectors, strict=True)),
+                {p: op.shape for p, op in ops.items()},
+                {p: op.dtype for p, op in ops.items()},
+            )
+            return tuple(self._fit_input(result[p], p, "VJP", batch) for p in wrt)
+
+        shapes = [(*out_shapes[o], *ops[p].shape) for o, p in pairs]
+        return blocks, shapes, contract
 
     def host_hvp(
         self,

@@ -70,7 +70,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tess_ad._errors import SchemaError
+from tess_ad._vmap import VECTORIZING, fixed_rank_error
+from tess_ad._vmap import plan as vmap_plan
 
 from ._call import TesseractCall, to_jax
 from ._compat import (
@@ -78,6 +79,7 @@ from ._compat import (
     ShapedArray,
     ad,
     batching,
+    canonical_dtype,
     emit_python_callback,
     float0,
     mlir,
@@ -159,6 +161,9 @@ def _lowering(
     ctx: mlir.LoweringRuleContext, *args: Any, prim: Primitive, **params: Any
 ):
     host = _host(prim, params)
+    steps = _jacobian_steps(prim, params)
+    if steps is not None:
+        return _lower_in_two_steps(ctx, args, params["call"].n, *steps)
     # The callback gets NumPy views of the operands (no device round trip, as
     # jax.pure_callback would make) and must return NumPy arrays with exactly
     # the avals' shapes and dtypes (the host functions cast and check).
@@ -176,6 +181,61 @@ def _lowering(
         has_side_effect=False,
     )
     ctx.module_context.add_keepalive(keepalive)
+    return results
+
+
+def _jacobian_steps(prim: Primitive, params: dict[str, Any]) -> Any:
+    """A batch of JVPs/VJPs at one point served by one Jacobian, as two host steps.
+
+    Only under ``jit`` (this is the lowering) and with 64-bit JAX types (the
+    Jacobian blocks travel as float64): the first step depends on the point
+    alone, so when several such batches share their point (``vmap`` over
+    chunks of tangents) XLA merges the ``jacobian`` requests into one.
+    """
+    if prim not in (jvp_p, vjp_p) or not params["batch"]:
+        return None
+    if canonical_dtype(np.dtype(np.float64)) != np.float64:  # x64 is off
+        return None
+    call: TesseractCall = params["call"]
+    return call.jacobian_steps(
+        prim is jvp_p, params["wrt"], params["outs"], params["batch"]
+    )
+
+
+def _lower_in_two_steps(
+    ctx: mlir.LoweringRuleContext,
+    args: Sequence[Any],
+    n: int,
+    blocks: Callable[..., Any],
+    shapes: Sequence[tuple[int, ...]],
+    contract: Callable[..., Any],
+) -> Any:
+    """Lower ``contract(blocks(primals), vectors)`` as two pure host callbacks."""
+    primal_avals = list(ctx.avals_in[:n])
+    block_avals = [ShapedArray(tuple(s), np.dtype(np.float64)) for s in shapes]
+    first = ctx.replace(avals_in=primal_avals, avals_out=block_avals)
+    jac, _, keep_first = emit_python_callback(
+        first,
+        blocks,
+        None,
+        list(args[:n]),
+        primal_avals,  # type: ignore[arg-type]
+        block_avals,
+        has_side_effect=False,
+    )
+    second_avals = [*block_avals, *ctx.avals_in[n:]]
+    second = ctx.replace(avals_in=second_avals)
+    results, _, keep_second = emit_python_callback(
+        second,
+        contract,
+        None,
+        [*jac, *args[n:]],  # type: ignore[list-item]
+        second_avals,  # type: ignore[arg-type]
+        ctx.avals_out,
+        has_side_effect=False,
+    )
+    ctx.module_context.add_keepalive(keep_first)
+    ctx.module_context.add_keepalive(keep_second)
     return results
 
 
@@ -530,8 +590,6 @@ def _batch(args: Sequence[Any], dims: Sequence[Any], *, prim: Primitive, **param
 # vmap methods: one call for the whole batch, or one call per element
 # --------------------------------------------------------------------------
 
-_VECTORIZING = ("expand_dims", "broadcast_all", "auto_experimental", "auto")
-
 
 def _broadcast_jacfwd(call: TesseractCall, params: dict) -> bool:
     """``jacfwd`` under a vectorising method, with no ``jacobian`` call to make instead.
@@ -540,7 +598,7 @@ def _broadcast_jacfwd(call: TesseractCall, params: dict) -> bool:
     one JVP call; with a ``jacobian`` endpoint (and ``materialize_jacobian``
     not ``False``) the batch at one point is one ``jacobian`` call anyway.
     """
-    if call.vmap_method not in _VECTORIZING or params["batch"]:
+    if call.vmap_method not in VECTORIZING or params["batch"]:
         return False
     uses_jacobian = call.materialize_jacobian is True or (
         call.materialize_jacobian is None and call.endpoints.has_jacobian
@@ -551,38 +609,17 @@ def _broadcast_jacfwd(call: TesseractCall, params: dict) -> bool:
 def _vectorize_plan(
     prim: Primitive, call: TesseractCall, batched: Sequence[bool], params: dict
 ) -> list[str] | None:
-    """How each operand enters one vectorised call, or ``None`` to loop.
-
-    Per operand: ``"batch"`` (it carries the batch axis: batched, or
-    broadcast because its tangent is batched or its VJP is asked per
-    element), ``"expand"`` (a leading axis of 1), ``"broadcast"`` (to the
-    batch size) or ``"keep"`` (unchanged).
-    """
-    method = call.vmap_method
-    if method not in _VECTORIZING or params.get("batch"):
+    """How each operand enters one vectorised call (:func:`tess_ad._vmap.plan`), or ``None``."""
+    if params.get("batch"):
         return None
-    carries = _carries(prim, call, batched, params)
-    plan = []
-    for op, carry in zip(call.operands, carries, strict=True):
-        if carry:
-            if op.scalar_type is not None:
-                return None  # a Python number cannot carry a batch axis
-            if method == "auto" and not op.rank_free:
-                return None
-            if method == "auto_experimental" and not (
-                op.rank_free and op.differentiable
-            ):
-                return None
-            plan.append("batch")
-        elif op.scalar_type is not None:
-            plan.append("keep")
-        elif method == "broadcast_all":
-            plan.append("broadcast")
-        elif method == "auto" and not op.rank_free:
-            plan.append("keep")
-        else:
-            plan.append("expand")
-    return plan
+    ops = call.operands
+    return vmap_plan(
+        call.vmap_method,
+        _carries(prim, call, batched, params),
+        [op.scalar_type is not None for op in ops],
+        [op.rank_free for op in ops],
+        [op.differentiable for op in ops],
+    )
 
 
 def _carries(
@@ -627,14 +664,7 @@ def _vectorized(
     n = call.n
     for op, how in zip(call.operands, plan, strict=True):
         if how != "keep" and op.fixed_rank is not None:
-            raise SchemaError(
-                f"vmap_method={call.vmap_method!r} makes one Tesseract call for the "
-                f"whole batch, giving input {op.path!r} a leading batch axis, but its "
-                f"schema fixes its number of dimensions ({op.fixed_rank}), so the "
-                "Tesseract would refuse it. Use vmap_method='sequential' (one call per "
-                "element) or 'auto' (one call when the schema allows it) for this "
-                "Tesseract."
-            )
+            raise fixed_rank_error(str(call.vmap_method), op.path, op.fixed_rank)
     operands = [
         _lead(a, "broadcast" if how == "batch" else how, b, size)
         for a, b, how in zip(args[:n], batched[:n], plan, strict=True)
