@@ -11,12 +11,15 @@ machine is shared and absolute times drift):
 1. In-process, ``jax.vmap`` of the Tesseract call and of its gradient
    (``vmap(grad)``), batches of B = 8 and 64: tess_ad and tesseract-jax with
    ``vmap_method="expand_dims"`` (one call per batch) against tess_ad with
-   ``"sequential"`` (one call per element).
-2. Served by ``tesseract-runtime serve --num-workers 4``, ``jax.vmap`` of the
+   ``"sequential"`` (one call per element); and the same through
+   ``tess_ad.torch`` under ``torch.func.vmap`` (tesseract-torch has no vmap
+   methods).
+2. Served by ``tesseract-runtime serve --num-workers 4``, ``vmap`` of the
    call over B = 32: ``"sequential"`` one call after the other against
-   ``vmap_workers=4`` (four calls at once). Goal: at least 3x faster.
+   ``vmap_workers=4`` (four calls at once), in JAX and in PyTorch. Goal: at
+   least 3x faster.
 
-Run from the repository root (about 2 minutes)::
+Run from the repository root (about 4 minutes)::
 
     python benchmarks/bench_vmap.py           # both tables
     python benchmarks/bench_vmap.py --quick   # fewer rounds (smoke test)
@@ -38,9 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tesseract_jax
+import torch
 from tesseract_core import Tesseract
 
 import tess_ad.jax
+import tess_ad.torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -59,6 +64,20 @@ def vmapped(apply: Callable, client, method: str, grad: bool, **kwargs) -> Calla
 
     f = jax.grad(lambda x: terms(x).sum()) if grad else terms
     return jax.vmap(f)
+
+
+def torch_vmapped(client, method: str, grad: bool, **kwargs) -> Callable:
+    """The same under ``torch.func.vmap`` through ``tess_ad.torch``, NumPy in and out."""
+    y = torch.from_numpy(np.array(Y))
+
+    def terms(x):
+        inputs = {"x": x, "y": y, "delay": DELAY}
+        return tess_ad.torch.apply_tesseract(
+            client, inputs, vmap_method=method, **kwargs
+        )["result"]
+
+    f = torch.func.vmap(torch.func.grad(lambda x: terms(x).sum()) if grad else terms)
+    return lambda xs: f(torch.from_numpy(np.array(xs))).numpy()
 
 
 def reference(xs: jax.Array, grad: bool) -> jax.Array:
@@ -100,13 +119,15 @@ def table_methods(quick: bool) -> None:
     client = Tesseract.from_tesseract_api(str(API))
     print(
         "\n1. in-process, 20 ms per call; median of per-round ratios "
-        "(ta = tess_ad, tj = tesseract-jax, seq = tess_ad sequential)\n"
+        "(ta = tess_ad.jax, tj = tesseract-jax, seq = tess_ad.jax sequential,\n"
+        "pt = tess_ad.torch, pseq = tess_ad.torch sequential)\n"
     )
     print(
-        f"{'what':10s} {'B':>4s} | {'ta expand ms':>12s} {'tj expand ms':>12s} "
-        f"{'seq ms':>9s} | {'ta/tj':>6s} {'seq/ta':>7s}"
+        f"{'what':10s} {'B':>4s} | {'ta expand':>9s} {'tj expand':>9s} "
+        f"{'pt expand':>9s} {'seq':>7s} {'pseq':>7s} ms | {'ta/tj':>6s} {'pt/ta':>6s} "
+        f"{'seq/ta':>7s} {'pseq/pt':>7s}"
     )
-    print("-" * 72)
+    print("-" * 96)
     for grad in (False, True):
         for size in (8, 64):
             xs = jnp.asarray(np.random.default_rng(size).standard_normal((size, 2)))
@@ -120,14 +141,18 @@ def table_methods(quick: bool) -> None:
                 "seq": lambda g=grad, x=xs: vmapped(
                     tess_ad.jax.apply_tesseract, client, "sequential", g
                 )(x),
+                "pt": lambda g=grad, x=xs: torch_vmapped(client, "expand_dims", g)(x),
+                "pseq": lambda g=grad, x=xs: torch_vmapped(client, "sequential", g)(x),
             }
             checked(fns, reference(xs, grad))
             rounds = interleaved(fns, 3 if quick else (7 if size == 64 else 15))
             what = "vmap(grad)" if grad else "vmap"
             print(
-                f"{what:10s} {size:4d} | {ms(rounds, 'ta'):12.1f} {ms(rounds, 'tj'):12.1f} "
-                f"{ms(rounds, 'seq'):9.1f} | {ratio(rounds, 'ta', 'tj'):5.2f}x "
-                f"{ratio(rounds, 'seq', 'ta'):6.1f}x"
+                f"{what:10s} {size:4d} | {ms(rounds, 'ta'):9.1f} {ms(rounds, 'tj'):9.1f} "
+                f"{ms(rounds, 'pt'):9.1f} {ms(rounds, 'seq'):7.0f} "
+                f"{ms(rounds, 'pseq'):7.0f}    | {ratio(rounds, 'ta', 'tj'):5.2f}x "
+                f"{ratio(rounds, 'pt', 'ta'):5.2f}x {ratio(rounds, 'seq', 'ta'):6.1f}x "
+                f"{ratio(rounds, 'pseq', 'pt'):6.1f}x"
             )
 
 
@@ -148,10 +173,19 @@ def table_workers(quick: bool) -> None:
                 False,
                 vmap_workers=4,
             )(xs),
+            "torch serial": lambda: torch_vmapped(client, "sequential", False)(xs),
+            "torch 4 at once": lambda: torch_vmapped(
+                client, "sequential", False, vmap_workers=4
+            )(xs),
         }
         checked(fns, reference(xs, False))
-        serial, concurrent = (np.asarray(fn()) for fn in fns.values())
-        identical = np.array_equal(serial, concurrent)
+        results = {name: np.asarray(fn()) for name, fn in fns.items()}
+        identical = {
+            "jax": np.array_equal(results["serial"], results["4 at once"]),
+            "torch": np.array_equal(
+                results["torch serial"], results["torch 4 at once"]
+            ),
+        }
         rounds = interleaved(fns, 3 if quick else 9)
     finally:
         server.stop()
@@ -159,12 +193,16 @@ def table_workers(quick: bool) -> None:
         "\n2. served, 4 workers, 20 ms per call, vmap over B = 32 with "
         "vmap_method='sequential'\n"
     )
-    print(f"{'serial ms':>10s} {'4 at once ms':>13s} {'speed-up':>9s}  bit-identical")
-    print("-" * 50)
     print(
-        f"{ms(rounds, 'serial'):10.1f} {ms(rounds, '4 at once'):13.1f} "
-        f"{ratio(rounds, 'serial', '4 at once'):8.2f}x  {identical}"
+        f"{'':6s} {'serial ms':>10s} {'4 at once ms':>13s} {'speed-up':>9s}  bit-identical"
     )
+    print("-" * 57)
+    for framework, prefix in (("jax", ""), ("torch", "torch ")):
+        serial, at_once = f"{prefix}serial", f"{prefix}4 at once"
+        print(
+            f"{framework:6s} {ms(rounds, serial):10.1f} {ms(rounds, at_once):13.1f} "
+            f"{ratio(rounds, serial, at_once):8.2f}x  {identical[framework]}"
+        )
 
 
 def main() -> None:
@@ -173,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"jax {jax.__version__}, tesseract-jax {tesseract_jax.__version__}, "
-        f"{os.cpu_count()} CPUs"
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs"
     )
     table_methods(args.quick)
     table_workers(args.quick)

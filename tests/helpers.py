@@ -25,6 +25,16 @@ EXAMPLES = ROOT / "examples"
 EXAMPLE_NAMES = ("rosenbrock", "nested", "float32", "meshstats_fd", "scales", "sleepy")
 
 
+# ``vmap_method`` values: the ones that make one call for a whole batch, and all.
+VECTORISING = ["expand_dims", "broadcast_all", "auto_experimental", "auto"]
+VMAP_METHODS = [None, "sequential", *VECTORISING]
+
+
+def one_call_or_one_per_element(method: str | None, one: int, per_element: int) -> int:
+    """The calls a ``vmap`` makes with ``method`` when the Tesseract takes a batch axis."""
+    return one if method in VECTORISING else per_element
+
+
 def example_api(name: str) -> Path:
     """Path of an example's ``tesseract_api.py`` (tests/ fixtures first, then examples/)."""
     local = Path(__file__).parent / "tesseracts" / name / "tesseract_api.py"
@@ -174,6 +184,10 @@ class Spy:
             return orig(*args, **kwargs)
 
         return wrapper
+
+    def made(self) -> dict[str, int]:
+        """The calls made, by endpoint (endpoints never called left out)."""
+        return {k: v for k, v in self.calls.items() if v}
 
     def reset(self) -> None:
         self.calls.clear()

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import Spy
+from helpers import VMAP_METHODS, Spy, one_call_or_one_per_element
 from jax_adapter_refs import rosenbrock_ref
 
 from tess_ad.jax import apply_tesseract
@@ -21,8 +21,6 @@ from tess_ad.jax import apply_tesseract
 XS = jnp.array([[-1.2, 1.0], [0.5, 1.5], [1.0, 2.0], [0.1, -0.3]])
 Y = jnp.array([0.3, 0.7])
 SHIFTS = jnp.arange(8.0).reshape(4, 2)
-VECTORISING = ["expand_dims", "broadcast_all", "auto_experimental", "auto"]
-ALL = [None, "sequential", *VECTORISING]
 
 
 def terms(x, y, shift=0.0):
@@ -37,16 +35,8 @@ def tesseract_terms(client, method, **kwargs):
     return f
 
 
-def calls(spy):
-    return {k: v for k, v in spy.calls.items() if v}
-
-
-def one_call_or_one_per_element(method, one, per_element):
-    return one if method in VECTORISING else per_element
-
-
 @pytest.mark.parametrize("mode", ["eager", "jit"])
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_vmap_apply(tesseract_factory, method, mode):
     client = tesseract_factory("batched_rosenbrock")
     f = jax.vmap(tesseract_terms(client, method), in_axes=(0, None))
@@ -60,11 +50,11 @@ def test_vmap_apply(tesseract_factory, method, mode):
     expected = {"apply": applies}
     if mode == "jit":  # shapes before the call: one abstract_eval per trace
         expected["abstract_eval"] = 1
-    assert calls(spy) == expected
+    assert spy.made() == expected
 
 
 @pytest.mark.parametrize("mode", ["eager", "jit"])
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_vmap_of_grad_is_per_element_for_batched_and_shared_inputs(
     tesseract_factory, method, mode
 ):
@@ -91,10 +81,10 @@ def test_vmap_of_grad_is_per_element_for_batched_and_shared_inputs(
         expected["apply"] = per_call
     else:  # jit drops the unused forward apply
         expected["abstract_eval"] = 1
-    assert calls(spy) == expected
+    assert spy.made() == expected
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_grad_of_a_vmapped_sum_sums_the_shared_input(tesseract_factory, method):
     """The transpose of a batched call: the shared ``y`` gets the sum over the batch."""
     client = tesseract_factory("batched_rosenbrock")
@@ -108,10 +98,10 @@ def test_grad_of_a_vmapped_sum_sums_the_shared_input(tesseract_factory, method):
     np.testing.assert_allclose(gx, rx, rtol=1e-13)
     np.testing.assert_allclose(gy, ry, rtol=1e-13)
     per_call = one_call_or_one_per_element(method, 1, len(XS))
-    assert calls(spy) == {"apply": per_call, "vector_jacobian_product": per_call}
+    assert spy.made() == {"apply": per_call, "vector_jacobian_product": per_call}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_jacfwd_broadcasts_the_primal_into_one_jvp(tesseract_factory, method):
     """No jacobian endpoint: a vectorising method makes one JVP call for all columns."""
     client = tesseract_factory("batched_rosenbrock")
@@ -120,10 +110,10 @@ def test_jacfwd_broadcasts_the_primal_into_one_jvp(tesseract_factory, method):
         jac = jax.jacfwd(lambda x: tesseract_terms(client, method)(x, Y))(x)
     np.testing.assert_allclose(jac, jax.jacfwd(lambda x: terms(x, Y))(x), rtol=1e-13)
     jvps = one_call_or_one_per_element(method, 1, x.size)
-    assert calls(spy) == {"apply": 1, "jacobian_vector_product": jvps}
+    assert spy.made() == {"apply": 1, "jacobian_vector_product": jvps}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_jacrev_is_one_vjp_per_row_in_every_method(tesseract_factory, method):
     """Batched cotangents at one point: no VJP endpoint takes a batch of them."""
     client = tesseract_factory("batched_rosenbrock")
@@ -131,7 +121,7 @@ def test_jacrev_is_one_vjp_per_row_in_every_method(tesseract_factory, method):
     with Spy(client) as spy:
         jac = jax.jacrev(lambda x: tesseract_terms(client, method)(x, Y))(x)
     np.testing.assert_allclose(jac, jax.jacrev(lambda x: terms(x, Y))(x), rtol=1e-13)
-    assert calls(spy) == {"apply": 1, "vector_jacobian_product": x.size}
+    assert spy.made() == {"apply": 1, "vector_jacobian_product": x.size}
 
 
 @pytest.mark.parametrize(
@@ -148,7 +138,7 @@ def test_a_batched_non_differentiable_input(local_tesseract, method, applies):
     np.testing.assert_allclose(
         out, jax.vmap(terms, in_axes=(None, None, 0))(XS[0], Y, SHIFTS), rtol=1e-14
     )
-    assert calls(spy) == {"apply": applies}
+    assert spy.made() == {"apply": applies}
 
 
 def test_nested_vmap_is_one_call(local_tesseract):
@@ -165,7 +155,7 @@ def test_nested_vmap_is_one_call(local_tesseract):
         jax.vmap(jax.vmap(terms, in_axes=(0, None)), in_axes=(0, None))(xs, Y),
         rtol=1e-14,
     )
-    assert calls(spy) == {"apply": 1}
+    assert spy.made() == {"apply": 1}
 
 
 def test_a_tesseract_that_drops_the_batch_axis_is_named(local_tesseract):
@@ -289,7 +279,7 @@ def test_chunks_of_a_jacobian_batch_make_one_jacobian_call(tesseract_factory, mo
     eager = chunked(eye)
     with Spy(client) as spy:
         jitted = jax.jit(chunked)(eye)
-    assert calls(spy) == {"jacobian": 1}
+    assert spy.made() == {"jacobian": 1}
     np.testing.assert_array_equal(jitted, eager)
     inputs = {"x": x, "a": 1.0, "b": 100.0}
     jac = jax.jacfwd(lambda x: rosenbrock_ref({**inputs, "x": x})["residuals"])(x)

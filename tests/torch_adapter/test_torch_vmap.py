@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import Spy
+from helpers import VMAP_METHODS, Spy, one_call_or_one_per_element
 
 from tess_ad.torch import apply_tesseract
 
@@ -21,8 +21,6 @@ XS = torch.tensor(
 )
 Y = torch.tensor([0.3, 0.7], dtype=torch.float64)
 SHIFTS = torch.arange(8.0, dtype=torch.float64).reshape(4, 2)
-VECTORISING = ["expand_dims", "broadcast_all", "auto_experimental", "auto"]
-ALL = [None, "sequential", *VECTORISING]
 
 
 def terms(x, y, shift=0.0):
@@ -37,15 +35,7 @@ def tesseract_terms(client, method, **kwargs):
     return f
 
 
-def calls(spy):
-    return {k: v for k, v in spy.calls.items() if v}
-
-
-def one_call_or_one_per_element(method, one, per_element):
-    return one if method in VECTORISING else per_element
-
-
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_vmap_apply(tesseract_factory, method):
     client = tesseract_factory("batched_rosenbrock")
     f = torch.func.vmap(tesseract_terms(client, method), in_dims=(0, None))
@@ -53,10 +43,10 @@ def test_vmap_apply(tesseract_factory, method):
         out = f(XS, Y)
     torch.testing.assert_close(out, terms(XS, Y), rtol=1e-14, atol=0)
     applies = one_call_or_one_per_element(method, 1, len(XS))
-    assert calls(spy) == {"apply": applies}
+    assert spy.made() == {"apply": applies}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_vmap_of_grad_is_per_element_for_batched_and_shared_inputs(
     tesseract_factory, method
 ):
@@ -79,10 +69,10 @@ def test_vmap_of_grad_is_per_element_for_batched_and_shared_inputs(
     torch.testing.assert_close(gy, ry, rtol=1e-13, atol=0)
     assert gy.shape == (len(XS), *Y.shape)
     per_call = one_call_or_one_per_element(method, 1, len(XS))
-    assert calls(spy) == {"apply": per_call, "vector_jacobian_product": per_call}
+    assert spy.made() == {"apply": per_call, "vector_jacobian_product": per_call}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 @pytest.mark.parametrize("how", ["backward", "torch.func.grad"])
 def test_grad_of_a_vmapped_sum_sums_the_shared_input(tesseract_factory, method, how):
     """The shared ``y`` gets the sum over the batch (under ``expand_dims`` it
@@ -105,10 +95,10 @@ def test_grad_of_a_vmapped_sum_sums_the_shared_input(tesseract_factory, method, 
     torch.testing.assert_close(gx, rx, rtol=1e-13, atol=0)
     torch.testing.assert_close(gy, ry, rtol=1e-13, atol=0)
     per_call = one_call_or_one_per_element(method, 1, len(XS))
-    assert calls(spy) == {"apply": per_call, "vector_jacobian_product": per_call}
+    assert spy.made() == {"apply": per_call, "vector_jacobian_product": per_call}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_jvp_of_vmap_is_one_jvp_call(tesseract_factory, method):
     client = tesseract_factory("batched_rosenbrock")
     f = torch.func.vmap(tesseract_terms(client, method), in_dims=(0, None))
@@ -122,10 +112,10 @@ def test_jvp_of_vmap_is_one_jvp_call(tesseract_factory, method):
     torch.testing.assert_close(out, ref_out, rtol=1e-14, atol=0)
     torch.testing.assert_close(tangent, ref_tangent, rtol=1e-13, atol=0)
     per_call = one_call_or_one_per_element(method, 1, len(XS))
-    assert calls(spy) == {"apply": per_call, "jacobian_vector_product": per_call}
+    assert spy.made() == {"apply": per_call, "jacobian_vector_product": per_call}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_jacfwd_broadcasts_the_primal_into_one_jvp(tesseract_factory, method):
     """No jacobian endpoint: a vectorising method makes one JVP call for all columns."""
     client = tesseract_factory("batched_rosenbrock")
@@ -136,10 +126,10 @@ def test_jacfwd_broadcasts_the_primal_into_one_jvp(tesseract_factory, method):
         jac, torch.func.jacfwd(lambda x: terms(x, Y))(x), rtol=1e-13, atol=0
     )
     jvps = one_call_or_one_per_element(method, 1, x.numel())
-    assert calls(spy) == {"apply": 1, "jacobian_vector_product": jvps}
+    assert spy.made() == {"apply": 1, "jacobian_vector_product": jvps}
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_jacrev_is_one_vjp_per_row_in_every_method(tesseract_factory, method):
     """Batched cotangents at one point: no VJP endpoint takes a batch of them."""
     client = tesseract_factory("batched_rosenbrock")
@@ -149,7 +139,7 @@ def test_jacrev_is_one_vjp_per_row_in_every_method(tesseract_factory, method):
     torch.testing.assert_close(
         jac, torch.func.jacrev(lambda x: terms(x, Y))(x), rtol=1e-13, atol=0
     )
-    assert calls(spy) == {"apply": 1, "vector_jacobian_product": x.numel()}
+    assert spy.made() == {"apply": 1, "vector_jacobian_product": x.numel()}
 
 
 @pytest.mark.parametrize(
@@ -164,7 +154,7 @@ def test_a_batched_non_differentiable_input(local_tesseract, method, applies):
     with Spy(client) as spy:
         out = f(XS[0], Y, SHIFTS)
     torch.testing.assert_close(out, terms(XS[0], Y, SHIFTS), rtol=1e-14, atol=0)
-    assert calls(spy) == {"apply": applies}
+    assert spy.made() == {"apply": applies}
 
 
 def test_nested_vmap_is_one_call(local_tesseract):
@@ -177,7 +167,7 @@ def test_nested_vmap_is_one_call(local_tesseract):
     with Spy(client) as spy:
         out = f(xs, Y)
     torch.testing.assert_close(out, terms(xs, Y), rtol=1e-14, atol=0)
-    assert calls(spy) == {"apply": 1}
+    assert spy.made() == {"apply": 1}
 
 
 def test_a_fixed_rank_input_is_refused_before_any_call(local_tesseract):
@@ -190,7 +180,7 @@ def test_a_fixed_rank_input_is_refused_before_any_call(local_tesseract):
 
     with Spy(client) as spy, pytest.raises(ValueError, match=r"'x'.*sequential"):
         torch.func.vmap(loss)(XS)
-    assert calls(spy) == {}
+    assert spy.made() == {}
 
 
 def test_auto_maps_a_fixed_rank_input_one_call_per_element(local_tesseract):
@@ -204,7 +194,7 @@ def test_auto_maps_a_fixed_rank_input_one_call_per_element(local_tesseract):
         out = torch.func.vmap(loss)(XS)
     ref = torch.stack([(1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2 for x in XS])
     torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
-    assert calls(spy) == {"apply": len(XS)}
+    assert spy.made() == {"apply": len(XS)}
 
 
 def test_a_tesseract_that_drops_the_batch_axis_is_named(local_tesseract):
@@ -241,7 +231,7 @@ def test_vmap_workers_run_the_elements_concurrently_with_identical_results(
         concurrent = grads(4)(xs)
     for a, b in zip(serial, concurrent, strict=True):
         assert torch.equal(a, b)
-    assert calls(spy) == {"apply": len(xs), "vector_jacobian_product": len(xs)}
+    assert spy.made() == {"apply": len(xs), "vector_jacobian_product": len(xs)}
 
 
 def test_vmap_workers_in_backward_through_a_vmapped_forward(local_tesseract):
@@ -256,7 +246,7 @@ def test_vmap_workers_in_backward_through_a_vmapped_forward(local_tesseract):
         )
         with Spy(client) as spy:
             f(x, Y).sum().backward()
-        assert calls(spy) == {"apply": len(XS), "vector_jacobian_product": len(XS)}
+        assert spy.made() == {"apply": len(XS), "vector_jacobian_product": len(XS)}
         results.append(x.grad)
     assert torch.equal(results[0], results[1])
 
@@ -291,7 +281,7 @@ def test_hessian_under_vmap_matches_torch(local_tesseract, method):
     np.testing.assert_allclose(hess, ref, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("method", VMAP_METHODS)
 def test_the_same_calls_and_numbers_as_jax(local_tesseract, method):
     """``vmap(grad)`` in both adapters: bit-identical gradients, the same endpoint calls."""
     jax = pytest.importorskip("jax")
@@ -317,4 +307,4 @@ def test_the_same_calls_and_numbers_as_jax(local_tesseract, method):
         )
     for a, b in zip(t, j, strict=True):
         np.testing.assert_array_equal(a.numpy(), np.asarray(b))
-    assert calls(torch_spy) == calls(jax_spy)
+    assert torch_spy.made() == jax_spy.made()

@@ -38,7 +38,11 @@ Why this shape:
   ``jacfwd``, ``vmap`` of a VJP function) becomes one ``VJPMany``/``JVPMany``,
   so :class:`~tess_ad._endpoints.Endpoints` chooses between one ``jacobian``
   call and one call per row, exactly as for ``jax.jacrev``/``jax.jacfwd``.
-  Anything else (a batch of points) loops over the batch and stacks.
+  A batch of points runs the Function once on a call made for the batch
+  (:meth:`~._call.TesseractCall.vectorized`: one Tesseract call, or
+  :meth:`~._call.TesseractCall.looped`: one per element), as the
+  ``vmap_method`` and :func:`tess_ad._vmap.plan` say; the rest (second
+  order, a batch of rows at a batch of points) loops over the batch and stacks.
 * PyTorch's legacy vmap (``is_grads_batched=True``, ``jacobian(...,
   vectorize=True)``, ``gradcheck(..., check_batched_grad=True)``) does not
   consult ``vmap`` rules: :class:`_Function` ``apply`` notices its batched
