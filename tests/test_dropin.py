@@ -1,11 +1,12 @@
 """The drop-in server-side helpers against tesseract-core's, on the meshstats Tesseract."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import assert_trees_close, example_api, example_inputs
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tesseract_core.runtime import Array, Differentiable, Float64
 from tesseract_core.runtime.core import load_module_from_path
 from tesseract_core.runtime.experimental import (
@@ -130,7 +131,7 @@ def test_stochastic_vjp_is_seeded_and_cheap(mesh):
     assert_trees_close(a, b, rtol=0)
 
 
-def test_inputs_are_not_revalidated_or_mutated(mesh):
+def test_inputs_are_not_mutated(mesh):
     api, inputs, _apply, _calls = mesh
     before = inputs.mesh.points.copy()
     seen = []
@@ -142,8 +143,78 @@ def test_inputs_are_not_revalidated_or_mutated(mesh):
     tess_ad.finite_difference_jacobian(spy_apply, inputs, {"mesh.points"}, OUTS)
     np.testing.assert_array_equal(inputs.mesh.points, before)
     assert all(type(s) is type(inputs) for s in seen)
-    # the static leaves are shared, not copied: the model was never dumped and re-validated
-    assert all(s.mesh.cell_data is inputs.mesh.cell_data for s in seen)
+
+
+class Plain(BaseModel):
+    x: Differentiable[Array[(None,), Float64]]
+    table: dict[str, Array[(None,), Float64]]
+
+
+class PlainOut(BaseModel):
+    y: Differentiable[Array[(None,), Float64]]
+
+
+def test_a_model_without_validators_is_not_revalidated():
+    """No validator anywhere: perturbed points are model copies sharing the static leaves."""
+    inputs = Plain.model_validate({"x": [1.0, 2.0], "table": {"w": [3.0, 4.0]}})
+    seen = []
+
+    def apply(inp):
+        seen.append(inp)
+        return PlainOut(y=inp.x * inp.table["w"])
+
+    jac = tess_ad.finite_difference_jacobian(apply, inputs, {"x"}, {"y"})
+    np.testing.assert_allclose(jac["y"]["x"], np.diag([3.0, 4.0]), rtol=1e-9)
+    assert seen and all(s.table is inputs.table for s in seen)
+
+
+@pytest.fixture(scope="module")
+def disk():
+    return load_module_from_path(example_api("disk_area"))
+
+
+def test_a_validator_that_derives_state_sees_every_perturbed_point(disk):
+    """``area`` is made by the InputSchema's validator from ``radius``: tesseract-core's number."""
+    radius = np.array([1.0, 2.0])
+    inputs = disk.InputSchema.model_validate({"radius": radius})
+    expected = np.diag(2.0 * np.pi * radius)  # d(pi r^2)/dr; 12.566 at r = 2
+    theirs = core_jacobian(disk.apply, inputs, {"radius"}, {"area"})
+    ours = tess_ad.finite_difference_jacobian(disk.apply, inputs, {"radius"}, {"area"})
+    np.testing.assert_allclose(theirs["area"]["radius"], expected, rtol=1e-5)
+    np.testing.assert_allclose(ours["area"]["radius"], expected, rtol=1e-8)
+    ct = {"area": np.array([1.0, -0.5])}
+    vjp = tess_ad.finite_difference_vjp(disk.apply, inputs, {"radius"}, {"area"}, ct)
+    np.testing.assert_allclose(vjp["radius"], ct["area"] @ expected, rtol=1e-8)
+    t = {"radius": np.array([0.5, 2.0])}
+    jvp = tess_ad.finite_difference_jvp(disk.apply, inputs, {"radius"}, {"area"}, t)
+    np.testing.assert_allclose(jvp["area"], expected @ t["radius"], rtol=1e-8)
+
+
+@pytest.mark.parametrize("helper", ["tesseract-core", "tess_ad"])
+def test_a_validator_rejects_a_perturbed_point_as_in_tesseract_core(disk, helper):
+    """The step crosses ``max_radius``: the perturbed point is invalid, in both helpers."""
+    inputs = disk.InputSchema.model_validate(
+        {"radius": [9.9999995], "max_radius": 10.0}
+    )
+    fd = (
+        core_jacobian
+        if helper == "tesseract-core"
+        else tess_ad.finite_difference_jacobian
+    )
+    with pytest.raises(ValidationError, match=re.escape("below max_radius=10.0")):
+        fd(disk.apply, inputs, {"radius"}, {"area"}, eps=1e-3)
+
+
+def test_a_tesseract_with_a_deriving_validator_end_to_end(local_tesseract):
+    """Through the in-process client: its drop-in endpoints and the client-side proxy agree."""
+    client = local_tesseract("disk_area")
+    inputs = {"radius": np.array([1.0, 2.0])}
+    expected = np.diag(2.0 * np.pi * inputs["radius"])
+    served = client.jacobian(inputs, ["radius"], ["area"])
+    np.testing.assert_allclose(served["area"]["radius"], expected, rtol=1e-8)
+    proxy = tess_ad.with_finite_differences(client)
+    via_apply = proxy.jacobian(inputs, ["radius"], ["area"])
+    np.testing.assert_allclose(via_apply["area"]["radius"], expected, rtol=1e-8)
 
 
 def test_served_meshstats_uses_the_dropin(served_tesseract):
@@ -218,3 +289,33 @@ def test_jvp_with_a_step_per_path_as_tesseract_core(algorithm, n_calls, rtol):
     )
     assert calls["n"] == n_calls
     np.testing.assert_allclose(part["y"], want, rtol=rtol, atol=rtol)
+
+
+SEQUENCE_API = (
+    Path(__file__).parent
+    / "jax_adapter"
+    / "tesseracts"
+    / "sequence"
+    / "tesseract_api.py"
+)
+
+
+def sequence_gradients(items, shift):
+    """d total / d (items[i], shift) of the sequence Tesseract (weight 1)."""
+    grads = [2.0 * (i + 1) * (x + shift) for i, x in enumerate(items)]
+    return grads, sum(np.sum(g) for g in grads)
+
+
+def test_the_arrays_of_a_lazy_sequence_are_differentiated():
+    """``items: LazySequence[Differentiable[Array]]`` (``list[...] | str``): leaves ``items.[i]``."""
+    api = load_module_from_path(SEQUENCE_API)
+    items = [np.array([1.0, 2.0]), np.array([3.0])]
+    inputs = api.InputSchema.model_validate({"items": items, "shift": 0.5})
+    ins = {"items.[0]", "items.[1]", "shift"}
+    jac = tess_ad.finite_difference_jacobian(api.apply, inputs, ins, {"total"})
+    grads, d_shift = sequence_gradients(items, 0.5)
+    np.testing.assert_allclose(jac["total"]["items.[0]"], grads[0], rtol=1e-8)
+    np.testing.assert_allclose(jac["total"]["items.[1]"], grads[1], rtol=1e-8)
+    np.testing.assert_allclose(jac["total"]["shift"], d_shift, rtol=1e-8)
+    theirs = core_jacobian(api.apply, inputs, ins, {"total"})
+    assert_trees_close(jac, theirs, rtol=1e-6)

@@ -288,3 +288,34 @@ def test_progress_bar(local_tesseract, capsys):
     fd.jacobian(example_inputs("rosenbrock"), ["x"], ["loss"])
     err = capsys.readouterr().err
     assert "8/8" in err and "jacobian" in err
+
+
+def test_the_arrays_of_a_lazy_sequence_are_differentiable_leaves():
+    """``list[Differentiable[Array]] | str`` given a list: ``items.[i]`` are leaves to differentiate."""
+    from pathlib import Path
+
+    from tesseract_core import Tesseract
+
+    api = (
+        Path(__file__).parent
+        / "jax_adapter"
+        / "tesseracts"
+        / "sequence"
+        / "tesseract_api.py"
+    )
+    fd = tess_ad.with_finite_differences(Tesseract.from_tesseract_api(str(api)))
+    items = [np.array([1.0, 2.0]), np.array([3.0])]
+    inputs = {"items": items, "shift": 0.5}
+    jac = fd.jacobian(
+        inputs, ["items.[0]", "items.[1]", "shift"], ["total", "scaled.[1]"]
+    )
+    expected = [2.0 * (i + 1) * (x + 0.5) for i, x in enumerate(items)]
+    np.testing.assert_allclose(jac["total"]["items.[0]"], expected[0], rtol=1e-8)
+    np.testing.assert_allclose(jac["total"]["items.[1]"], expected[1], rtol=1e-8)
+    np.testing.assert_allclose(jac["total"]["shift"], 22.0, rtol=1e-8)
+    np.testing.assert_allclose(jac["scaled.[1]"]["items.[1]"], [[2.0]], rtol=1e-8)
+    np.testing.assert_allclose(
+        jac["scaled.[1]"]["items.[0]"], np.zeros((1, 2)), atol=1e-8
+    )
+    vjp = fd.vector_jacobian_product(inputs, ["items.[1]"], ["total"], {"total": 1.0})
+    np.testing.assert_allclose(vjp["items.[1]"], expected[1], rtol=1e-8)

@@ -14,7 +14,14 @@ rest. The call signatures and return layouts are tesseract-core's
   (tesseract-core re-runs ``apply`` per element *and* output path);
 * perturbed inputs are made by copying the pydantic model along the path of the
   perturbed leaf only (``model_copy``), not by dumping and re-validating the
-  whole model for every evaluation;
+  whole model for every evaluation, when that is provably the same: when the
+  input model validates nothing beyond tesseract-core's own array checks (no
+  ``field_validator``/``model_validator``, validator annotations, computed
+  fields or ``model_post_init`` anywhere in its tree, see
+  :func:`_runs_user_code`). Otherwise every perturbed point is re-validated as
+  tesseract-core's helpers do (``model_validate`` of the dumped inputs), so a
+  validator that derives state from an input sees the perturbed value, and
+  one that rejects a perturbed point rejects it here too;
 * the default step is scale-aware (``eps=None``); an absolute ``eps`` float or
   per-path mapping still works, and a mapping may name only some paths;
 * results keep the dtypes of the leaves (float32 stays float32).
@@ -25,6 +32,8 @@ evaluated serially here: a Tesseract's endpoint runs inside one request.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -86,6 +95,62 @@ def _base_values(
     return x, {p: v.dtype for p, v in x.items()}
 
 
+# Validation functions that belong to tesseract-core's and pydantic's own types
+# (array decoding, shape and dtype checks): on a perturbed array of the base
+# value's shape and dtype they give the array back, so skipping them is safe.
+_OWN_MODULES = ("tesseract_core.", "pydantic.", "pydantic_core.")
+
+
+def _function_of(node: Mapping[str, Any]) -> Any:
+    fn = node.get("function")
+    fn = fn.get("function") if isinstance(fn, Mapping) else fn
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
+
+
+def _runs_user_code(schema: Any) -> bool:
+    """Whether validating against a pydantic core schema runs anything but tesseract-core's checks.
+
+    True for a ``field_validator``/``model_validator`` (and the legacy
+    ``validator``/``root_validator``), an ``AfterValidator``-style annotation,
+    a custom type's validation function, a computed field or a
+    ``model_post_init``, anywhere in the schema (nested models, lists,
+    dicts, unions, definitions).
+    """
+    stack = [schema]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Mapping):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind.startswith("function"):
+                module = getattr(_function_of(node), "__module__", None) or ""
+                if not module.startswith(_OWN_MODULES):
+                    return True
+            if node.get("computed_fields") or node.get("post_init"):
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return False
+
+
+_REVALIDATES: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def _revalidates(cls: type) -> bool:
+    """Whether perturbed inputs of model class ``cls`` must be re-validated (see above)."""
+    found = _REVALIDATES.get(cls)
+    if found is None:
+        schema = getattr(cls, "__pydantic_core_schema__", None)
+        found = _REVALIDATES[cls] = schema is None or _runs_user_code(schema)
+    return found
+
+
 class _ModelFunction(FlatFunction):
     """``apply_fn`` on pydantic models as a flat function; remembers output dtypes."""
 
@@ -93,12 +158,25 @@ class _ModelFunction(FlatFunction):
         self, apply_fn: Callable, inputs: Any, out_paths: Sequence[str]
     ) -> None:
         self.out_dtypes: dict[str, np.dtype] = {}
+        cls = type(inputs)
+        self.revalidates = hasattr(cls, "model_validate") and _revalidates(cls)
 
-        def build(point: Mapping[str, np.ndarray]) -> Any:
-            model = inputs
-            for path, value in point.items():
-                model = _replace(model, split_path(path), value)
-            return model
+        if self.revalidates:  # as tesseract-core does: dump once, validate per point
+            dumped = inputs.model_dump()
+
+            def build(point: Mapping[str, np.ndarray]) -> Any:
+                tree = dumped
+                for path, value in point.items():
+                    tree = _replace(tree, split_path(path), value)
+                return cls.model_validate(tree)
+
+        else:
+
+            def build(point: Mapping[str, np.ndarray]) -> Any:
+                model = inputs
+                for path, value in point.items():
+                    model = _replace(model, split_path(path), value)
+                return model
 
         def extract(outputs: Any) -> dict[str, np.ndarray]:
             got = {}
