@@ -53,26 +53,30 @@ __all__ = [
     "Plan",
     "directional_step",
     "jacobian_plan",
+    "jvp_groups",
     "jvp_plan",
     "resolve_steps",
     "validate_method",
     "vjp_plan",
 ]
 
-Method = Literal["central", "forward", "stochastic"]
-METHODS: tuple[str, ...] = ("central", "forward", "stochastic")
+Method = Literal["central", "forward", "stochastic", "richardson"]
+METHODS: tuple[str, ...] = ("central", "forward", "stochastic", "richardson")
 
 # How accurate each method is: with scale-aware steps, a derivative carries a
 # relative error of about ``eps ** ACCURACY[method]`` (``eps`` the machine
 # epsilon of the dtype): central differences balance an O(h^2) truncation
 # against O(eps / h) rounding at h ~ eps^(1/3), leaving eps^(2/3); forward ones
-# balance O(h) against O(eps / h) at h ~ eps^(1/2), leaving eps^(1/2). SPSA has
+# balance O(h) against O(eps / h) at h ~ eps^(1/2), leaving eps^(1/2); Richardson
+# extrapolation of central differences at h and 2h (``_fd_two_step``) balances
+# O(h^4) against O(eps / h) at h ~ eps^(1/5), leaving eps^(4/5). SPSA has
 # central's bias but adds sampling variance on top. The one table that the
 # proxy (for Endpoints.vjp_jvp's step), the CLI's tolerances and the docs use.
 ACCURACY: dict[str, float] = {
     "central": 2.0 / 3.0,
     "forward": 0.5,
     "stochastic": 2.0 / 3.0,
+    "richardson": 4.0 / 5.0,
 }
 
 Flat = dict[str, np.ndarray]
@@ -94,13 +98,14 @@ def validate_method(method: str) -> str:
 
 
 def _relative_factor(dtype: np.dtype, method: str) -> float:
-    """The relative step eps^(1/3) (central, stochastic) or eps^(1/2) (forward).
+    """The relative step eps^(1/3) (central, stochastic), eps^(1/2) (forward), eps^(1/5) (Richardson).
 
     That is ``eps ** (1 - ACCURACY[method])``, written with the exact exponent.
     """
     dtype = np.dtype(dtype)
     eps = float(np.finfo(dtype if dtype.kind in "fc" else np.float64).eps)
-    return eps ** (0.5 if method == "forward" else 1.0 / 3.0)
+    exponent = {"forward": 0.5, "richardson": 0.2}.get(method, 1.0 / 3.0)
+    return float(eps**exponent)
 
 
 def _scale_aware(x: np.ndarray, factor: float) -> np.ndarray:
@@ -541,6 +546,50 @@ def _spsa_plan(
     )
 
 
+def jvp_groups(
+    x: Mapping[str, np.ndarray],
+    t: Mapping[str, np.ndarray],
+    method: str,
+    eps: EpsLike = None,
+    dtypes: Mapping[str, np.dtype] | None = None,
+) -> list[tuple[list[str], float]]:
+    """The paths a JVP moves together along the tangent ``t``, each group with its scalar step.
+
+    One scale-aware group of every moved path when ``eps`` is ``None``;
+    otherwise paths sharing an absolute step move together, and those the
+    mapping leaves out form one scale-aware group (see :func:`jvp_plan`).
+    """
+    kind = method if method in ("forward", "richardson") else "central"
+    moved = [p for p in x if np.any(t[p] != 0)]
+
+    def scale_aware_step(paths: Sequence[str]) -> float:
+        return directional_step(
+            {p: x[p] for p in paths},
+            {p: t[p] for p in paths},
+            [np.dtype((dtypes or {}).get(p, x[p].dtype)) for p in x],
+            kind,
+        )
+
+    # groups of paths moved together, each with its scalar step, in input order
+    groups: list[tuple[list[str], float]] = []
+    if eps is None:
+        if moved:
+            groups.append((moved, scale_aware_step(moved)))
+    else:
+        steps = resolve_steps(x, method, eps)  # validates eps, names unknown paths
+        given = eps if isinstance(eps, Mapping) else x
+        by_step: dict[float, list[str]] = {}
+        for p in moved:
+            if p in given:
+                by_step.setdefault(float(steps[p].flat[0]), []).append(p)
+        groups.extend((paths, h) for h, paths in by_step.items())
+        rest = [p for p in moved if p not in given]
+        if rest:
+            groups.append((rest, scale_aware_step(rest)))
+
+    return groups
+
+
 def jvp_plan(
     x: Mapping[str, np.ndarray],
     tangent: Mapping[str, np.ndarray],
@@ -576,32 +625,7 @@ def jvp_plan(
                 f"tangent for input {p!r} has shape {t[p].shape}, expected {x[p].shape}"
             )
     central = method != "forward"
-    moved = [p for p in x if np.any(t[p] != 0)]
-
-    def scale_aware_step(paths: Sequence[str]) -> float:
-        return directional_step(
-            {p: x[p] for p in paths},
-            {p: t[p] for p in paths},
-            [np.dtype((dtypes or {}).get(p, x[p].dtype)) for p in x],
-            "central" if central else "forward",
-        )
-
-    # groups of paths moved together, each with its scalar step, in input order
-    groups: list[tuple[list[str], float]] = []
-    if eps is None:
-        if moved:
-            groups.append((moved, scale_aware_step(moved)))
-    else:
-        steps = resolve_steps(x, method, eps)  # validates eps, names unknown paths
-        given = eps if isinstance(eps, Mapping) else x
-        by_step: dict[float, list[str]] = {}
-        for p in moved:
-            if p in given:
-                by_step.setdefault(float(steps[p].flat[0]), []).append(p)
-        groups.extend((paths, h) for h, paths in by_step.items())
-        rest = [p for p in moved if p not in given]
-        if rest:
-            groups.append((rest, scale_aware_step(rest)))
+    groups = jvp_groups(x, t, method, eps, dtypes)
 
     if not groups:
         # zero tangent: the JVP is zero, but output shapes still need one evaluation

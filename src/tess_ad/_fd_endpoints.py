@@ -7,7 +7,9 @@ how they read the base values, build a perturbed input and read an output,
 which is what a :class:`~tess_ad._evaluate.FlatFunction` packs. Everything
 else is here, once: checking the cotangent or tangent, the steps, the plan,
 its evaluation and the dtype of the result. New estimators are new plans in
-``_fd``, and reach both front ends through these functions.
+``_fd`` (one step per direction) or ``_fd_two_step`` (two: Richardson, and
+every estimate with an error estimate, ``with_error=True``), and reach both
+front ends through these functions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from ._evaluate import FlatFunction, run_plan
 from ._fd import EpsLike, jacobian_plan, jvp_plan, resolve_steps, vjp_plan
+from ._fd_two_step import two_step_jvp_plan, two_step_plan
 
 __all__ = ["FDSettings", "fd_jacobian", "fd_jvp", "fd_vjp"]
 
@@ -31,8 +34,8 @@ class FDSettings:
     """How a finite-difference endpoint estimates and evaluates.
 
     Attributes:
-        method: ``"central"``, ``"forward"`` or ``"stochastic"`` (validated
-            by the front end).
+        method: ``"central"``, ``"forward"``, ``"stochastic"`` or
+            ``"richardson"`` (validated by the front end).
         eps: Steps as for :func:`~tess_ad._fd.resolve_steps`.
         num_samples: SPSA samples.
         seed: SPSA seed.
@@ -45,6 +48,16 @@ class FDSettings:
     num_samples: int | None = None
     seed: int | None = None
     evaluation: Mapping[str, Any] = field(default_factory=dict)
+
+    def two_step(self, with_error: bool) -> bool:
+        """Whether a plan evaluates each direction at two steps (``_fd_two_step``)."""
+        if with_error and self.method == "stochastic":
+            raise ValueError(
+                "error estimates need two steps per input element, which SPSA "
+                "(method='stochastic') does not take; use method='central' (4n "
+                "evaluations with the estimate), 'richardson' or 'forward'"
+            )
+        return with_error or self.method == "richardson"
 
     def run(self, plan: Any, fn: FlatFunction, endpoint: str) -> Any:
         """Evaluate ``plan`` with these settings."""
@@ -63,7 +76,8 @@ def fd_jacobian(
     out_paths: Sequence[str],
     settings: FDSettings,
     out_dtype: Callable[[str], np.dtype],
-) -> dict[str, Arrays]:
+    with_error: bool = False,
+) -> Any:
     """Jacobian blocks ``{out: {in: array(*out_shape, *in_shape)}}``.
 
     Args:
@@ -73,24 +87,34 @@ def fd_jacobian(
         out_paths: Output paths to differentiate.
         settings: Method, steps and evaluation.
         out_dtype: Each output's dtype, asked once the sweep has run.
+        with_error: Return ``(jacobian, error)``, the error estimate in the
+            same layout (see ``_fd_two_step``).
     """
     steps = resolve_steps(x, settings.method, settings.eps, dtypes)
-    plan = jacobian_plan(
-        x,
-        steps,
-        list(out_paths),
-        method=settings.method,
-        num_samples=settings.num_samples,
-        seed=settings.seed,
-    )
-    result = settings.run(plan, fn, "jacobian")
-    return {
-        o: {
-            p: blk.astype(np.result_type(out_dtype(o), dtypes[p]), copy=False)
-            for p, blk in row.items()
+    if settings.two_step(with_error):
+        plan = two_step_plan(x, steps, list(out_paths), None, settings.method)
+        value, error = settings.run(plan, fn, "jacobian")
+    else:
+        plan = jacobian_plan(
+            x,
+            steps,
+            list(out_paths),
+            method=settings.method,
+            num_samples=settings.num_samples,
+            seed=settings.seed,
+        )
+        value, error = settings.run(plan, fn, "jacobian"), None
+
+    def cast(blocks: dict[str, Arrays]) -> dict[str, Arrays]:
+        return {
+            o: {
+                p: blk.astype(np.result_type(out_dtype(o), dtypes[p]), copy=False)
+                for p, blk in row.items()
+            }
+            for o, row in blocks.items()
         }
-        for o, row in result.items()
-    }
+
+    return (cast(value), cast(error)) if with_error else cast(value)
 
 
 def fd_vjp(
@@ -100,23 +124,35 @@ def fd_vjp(
     out_paths: Sequence[str],
     cotangent_vector: Mapping[str, Any],
     settings: FDSettings,
-) -> Arrays:
-    """VJP ``{in: sum_out ct[out] . J[out, in]}``, in each input's dtype."""
+    with_error: bool = False,
+) -> Any:
+    """VJP ``{in: sum_out ct[out] . J[out, in]}``, in each input's dtype.
+
+    With ``with_error``: ``(vjp, error)``, the error estimate in the same layout.
+    """
     missing = [o for o in out_paths if o not in cotangent_vector]
     if missing:
         raise ValueError(f"cotangent_vector has no value for output(s) {missing}")
     ct = {o: np.asarray(cotangent_vector[o], dtype=np.float64) for o in out_paths}
     steps = resolve_steps(x, settings.method, settings.eps, dtypes)
-    plan = vjp_plan(
-        x,
-        steps,
-        ct,
-        method=settings.method,
-        num_samples=settings.num_samples,
-        seed=settings.seed,
-    )
-    result = settings.run(plan, fn, "vector_jacobian_product")
-    return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
+    if settings.two_step(with_error):
+        plan = two_step_plan(x, steps, list(out_paths), ct, settings.method)
+        value, error = settings.run(plan, fn, "vector_jacobian_product")
+    else:
+        plan = vjp_plan(
+            x,
+            steps,
+            ct,
+            method=settings.method,
+            num_samples=settings.num_samples,
+            seed=settings.seed,
+        )
+        value, error = settings.run(plan, fn, "vector_jacobian_product"), None
+
+    def cast(result: Arrays) -> Arrays:
+        return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
+
+    return (cast(value), cast(error)) if with_error else cast(value)
 
 
 def fd_jvp(
@@ -127,8 +163,12 @@ def fd_jvp(
     tangent_vector: Mapping[str, Any],
     settings: FDSettings,
     out_dtype: Callable[[str], np.dtype],
-) -> Arrays:
-    """JVP ``{out: sum_in J[out, in] . t[in]}`` by directional differences."""
+    with_error: bool = False,
+) -> Any:
+    """JVP ``{out: sum_in J[out, in] . t[in]}`` by directional differences.
+
+    With ``with_error``: ``(jvp, error)``, the error estimate in the same layout.
+    """
     missing = [p for p in x if p not in tangent_vector]
     if missing:
         raise ValueError(f"tangent_vector has no value for input(s) {missing}")
@@ -140,13 +180,23 @@ def fd_jvp(
                 f"tangent for input {p!r} has shape {t.shape}, expected {x[p].shape}"
             )
         tangent[p] = t
-    plan = jvp_plan(
-        x,
-        tangent,
-        list(out_paths),
-        method=settings.method,
-        eps=settings.eps,
-        dtypes=dtypes,
-    )
-    result = settings.run(plan, fn, "jacobian_vector_product")
-    return {o: v.astype(out_dtype(o), copy=False) for o, v in result.items()}
+    if settings.two_step(with_error):
+        plan = two_step_jvp_plan(
+            x, tangent, list(out_paths), settings.method, settings.eps, dtypes
+        )
+        value, error = settings.run(plan, fn, "jacobian_vector_product")
+    else:
+        plan = jvp_plan(
+            x,
+            tangent,
+            list(out_paths),
+            method=settings.method,
+            eps=settings.eps,
+            dtypes=dtypes,
+        )
+        value, error = settings.run(plan, fn, "jacobian_vector_product"), None
+
+    def cast(result: Arrays) -> Arrays:
+        return {o: v.astype(out_dtype(o), copy=False) for o, v in result.items()}
+
+    return (cast(value), cast(error)) if with_error else cast(value)

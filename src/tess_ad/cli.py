@@ -62,7 +62,7 @@ app = typer.Typer(
 # Tolerances relative to each Jacobian block's largest entry. Finite differences in
 # float64 are this good; in a less precise dtype the error grows with eps^(2/3)
 # (central) or eps^(1/2) (forward), see default_rtol.
-DEFAULT_RTOL = {"central": 1e-5, "forward": 1e-3, "stochastic": 0.5}
+DEFAULT_RTOL = {"central": 1e-5, "forward": 1e-3, "stochastic": 0.5, "richardson": 1e-5}
 
 
 def default_rtol(method: str, dtypes: Sequence[Any]) -> float:
@@ -555,7 +555,9 @@ def check(
     ] = None,
     method: Annotated[
         str,
-        typer.Option(help="Finite-difference method: central, forward or stochastic."),
+        typer.Option(
+            help="Finite-difference method: central, forward, richardson or stochastic."
+        ),
     ] = "central",
     inputs_paths: Annotated[
         list[str] | None,
