@@ -25,6 +25,8 @@ from ._schema import TesseractSchema as TesseractSchema
 from ._schema import TreeSchema as TreeSchema
 from ._schema import as_numpy as as_numpy
 from ._schema import tesseract_schema as tesseract_schema
+from ._sparsity import check_sparsity as check_sparsity
+from ._sparsity import jacobian_sparsity as jacobian_sparsity
 
 try:
     __version__ = _version("tess-ad")
@@ -43,9 +45,11 @@ __all__ = [
     "TesseractSchema",
     "TreeSchema",
     "as_numpy",
+    "check_sparsity",
     "finite_difference_jacobian",
     "finite_difference_jvp",
     "finite_difference_vjp",
+    "jacobian_sparsity",
     "tesseract_schema",
     "with_finite_differences",
     "with_retries",

@@ -207,6 +207,7 @@ def finite_difference_jacobian(
     eps: EpsLike = None,
     num_samples: int | None = None,
     seed: int | None = None,
+    sparsity: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Jacobian of a Tesseract's ``apply`` by finite differences, for a ``jacobian`` endpoint.
 
@@ -221,11 +222,15 @@ def finite_difference_jacobian(
         inputs: The validated ``InputSchema`` instance.
         jac_inputs: Input paths to differentiate with respect to.
         jac_outputs: Output paths to differentiate.
-        algorithm: ``"central"``, ``"forward"`` or ``"stochastic"`` (SPSA).
+        algorithm: ``"central"``, ``"forward"``, ``"richardson"`` (central at
+            two steps, extrapolated: ``4n`` calls) or ``"stochastic"`` (SPSA).
         eps: ``None`` for scale-aware steps (default), a float for one absolute
             step, or ``{path: step}`` for absolute steps on some paths.
         num_samples: SPSA samples (default ``max(10, sqrt(n))``).
         seed: SPSA seed.
+        sparsity: The Jacobian's sparsity pattern (as for
+            :func:`tess_ad.with_finite_differences`): ``2 x colours`` calls
+            instead of ``2n``.
 
     Returns:
         ``{out_path: {in_path: array(*out_shape, *in_shape)}}``.
@@ -242,7 +247,7 @@ def finite_difference_jacobian(
     x, dtypes = _base_values(inputs, jac_inputs)
     outs = sorted(jac_outputs)
     fn = _ModelFunction(apply_fn, inputs, outs)
-    settings = FDSettings(algorithm, eps, num_samples, seed)
+    settings = FDSettings(algorithm, eps, num_samples, seed, sparsity=sparsity)
     return fd_jacobian(fn, x, dtypes, outs, settings, fn.out_dtype)
 
 
@@ -257,6 +262,7 @@ def finite_difference_vjp(
     eps: EpsLike = None,
     num_samples: int | None = None,
     seed: int | None = None,
+    sparsity: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Vector-Jacobian product of ``apply`` by finite differences, for a VJP endpoint.
 
@@ -270,10 +276,11 @@ def finite_difference_vjp(
         vjp_inputs: Input paths to differentiate with respect to.
         vjp_outputs: Output paths the cotangent applies to.
         cotangent_vector: ``{out_path: array}``.
-        algorithm: ``"central"``, ``"forward"`` or ``"stochastic"``.
+        algorithm: ``"central"``, ``"forward"``, ``"richardson"`` or ``"stochastic"``.
         eps: As for :func:`finite_difference_jacobian`.
         num_samples: SPSA samples.
         seed: SPSA seed.
+        sparsity: As for :func:`finite_difference_jacobian`.
 
     Returns:
         ``{in_path: array}`` shaped like each input.
@@ -290,7 +297,7 @@ def finite_difference_vjp(
     x, dtypes = _base_values(inputs, vjp_inputs)
     outs = sorted(vjp_outputs)
     fn = _ModelFunction(apply_fn, inputs, outs)
-    settings = FDSettings(algorithm, eps, num_samples, seed)
+    settings = FDSettings(algorithm, eps, num_samples, seed, sparsity=sparsity)
     return fd_vjp(fn, x, dtypes, outs, cotangent_vector, settings)
 
 

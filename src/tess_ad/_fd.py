@@ -45,6 +45,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._sparsity import colour, column_rows
+
 __all__ = [
     "ACCURACY",
     "METHODS",
@@ -353,6 +355,7 @@ def jacobian_plan(
     method: str = "central",
     num_samples: int | None = None,
     seed: int | None = None,
+    sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Plan:
     """Plan the Jacobian ``{out: {in: array(*out_shape, *in_shape)}}``.
 
@@ -363,10 +366,13 @@ def jacobian_plan(
         method: ``"central"``, ``"forward"`` or ``"stochastic"``.
         num_samples: SPSA samples (default ``max(10, sqrt(n))``).
         seed: SPSA seed.
+        sparsity: A checked pattern (:func:`tess_ad._sparsity.validate_sparsity`):
+            columns that share no row are perturbed together
+            (:func:`tess_ad._sparsity.colour`), and entries outside it are zero.
 
     The blocks come back in float64; the endpoint casts them.
     """
-    return _linear_plan(x, steps, out_paths, None, method, num_samples, seed)
+    return _linear_plan(x, steps, out_paths, None, method, num_samples, seed, sparsity)
 
 
 def vjp_plan(
@@ -377,9 +383,12 @@ def vjp_plan(
     method: str = "central",
     num_samples: int | None = None,
     seed: int | None = None,
+    sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Plan:
     """Plan the VJP ``{in: sum_out ct[out] . J[out, in]}`` (keys of ``cotangent`` are the outputs)."""
-    return _linear_plan(x, steps, list(cotangent), cotangent, method, num_samples, seed)
+    return _linear_plan(
+        x, steps, list(cotangent), cotangent, method, num_samples, seed, sparsity
+    )
 
 
 def _linear_plan(
@@ -390,11 +399,13 @@ def _linear_plan(
     method: str,
     num_samples: int | None,
     seed: int | None,
+    sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Plan:
     validate_method(method)
     x = {p: np.asarray(v) for p, v in x.items()}
     elements = _elements(x)
     n = len(elements)
+    directions = _directions(x, elements, sparsity)
     ct = (
         None
         if cotangent is None
@@ -415,6 +426,17 @@ def _linear_plan(
         for o in out_paths:
             val = np.asarray(out[o], dtype=np.float64)
             shapes.setdefault(o, val.shape)
+            if sparsity is not None:  # rows outside the pattern: not this column's
+                rows = column_rows(sparsity, o, e.path, e.index)
+                if rows is None:
+                    continue
+                if rows.shape != val.shape:
+                    raise ValueError(
+                        f"sparsity[{o!r}][{e.path!r}] has shape "
+                        f"{(*rows.shape, *x[e.path].shape)}, but the output has shape "
+                        f"{val.shape}: the layout is (*out_shape, *in_shape)"
+                    )
+                val = np.where(rows, val, 0.0)
             if ct is None:
                 column: tuple[EllipsisType | int, ...] = (..., *e.index)
                 block(o, e.path, val.shape)[column] += scale * val
@@ -440,6 +462,7 @@ def _linear_plan(
             "central"  # as many samples as elements: central is exact and no dearer
         )
 
+    m = len(directions)
     if method == "central":
         actual = [
             (
@@ -448,47 +471,93 @@ def _linear_plan(
             )
             for e in elements
         ]
+        position = {id(e): i for i, e in enumerate(elements)}
 
         def point(k: int) -> Flat:
-            e = elements[k // 2]
-            h = steps[e.path][e.index]
-            return _perturb(x, e.path, e.index, h if k % 2 == 0 else -h)
+            return perturb_all(
+                x, directions[k // 2], steps, 1.0 if k % 2 == 0 else -1.0
+            )
 
         def accumulate(k: int, out: Flat) -> None:
-            up, down = actual[k // 2]
-            fold(out, elements[k // 2], (1.0 if k % 2 == 0 else -1.0) / (up - down))
+            for e in directions[k // 2]:
+                up, down = actual[position[id(e)]]
+                fold(out, e, (1.0 if k % 2 == 0 else -1.0) / (up - down))
 
         return Plan(
-            2 * n, point, lambda k: _element_name(elements[k // 2]), accumulate, finish
+            2 * m,
+            point,
+            lambda k: _direction_name(directions[k // 2]),
+            accumulate,
+            finish,
         )
 
-    # forward: evaluation 0 is the base point, shared by every element
+    # forward: evaluation 0 is the base point, shared by every direction
     base: dict[str, Flat] = {}
 
     def point_fwd(k: int) -> Flat:
         if k == 0:
             return {}
-        e = elements[k - 1]
-        return _perturb(x, e.path, e.index, steps[e.path][e.index])
+        return perturb_all(x, directions[k - 1], steps, 1.0)
 
     def accumulate_fwd(k: int, out: Flat) -> None:
         if k == 0:
             base["out"] = {o: np.asarray(out[o], dtype=np.float64) for o in out_paths}
             return
-        e = elements[k - 1]
-        h = _actual(x[e.path], e.index, steps[e.path][e.index])
         diff = {
             o: np.asarray(out[o], dtype=np.float64) - base["out"][o] for o in out_paths
         }
-        fold(diff, e, 1.0 / h)
+        for e in directions[k - 1]:
+            fold(diff, e, 1.0 / _actual(x[e.path], e.index, steps[e.path][e.index]))
 
     def describe_fwd(k: int) -> str:
-        return (
-            "the base point is evaluated" if k == 0 else _element_name(elements[k - 1])
-        )
+        if k == 0:
+            return "the base point is evaluated"
+        return _direction_name(directions[k - 1])
 
-    plan = Plan(n + 1, point_fwd, describe_fwd, accumulate_fwd, finish)
+    plan = Plan(m + 1, point_fwd, describe_fwd, accumulate_fwd, finish)
     return plan
+
+
+def _directions(
+    x: Mapping[str, np.ndarray],
+    elements: list[_Element],
+    sparsity: Mapping[str, Mapping[str, np.ndarray]] | None,
+) -> list[list[_Element]]:
+    """The input elements moved together: one each, or the colours of a sparsity pattern."""
+    if sparsity is None:
+        return [[e] for e in elements]
+    groups = colour(
+        sparsity,
+        [(e.path, e.index) for e in elements],
+        {p: tuple(np.shape(v)) for p, v in x.items()},
+    )
+    return [[elements[j] for j in group] for group in groups]
+
+
+def perturb_all(
+    x: Mapping[str, np.ndarray],
+    elements: Sequence[_Element],
+    steps: Mapping[str, np.ndarray],
+    multiple: float,
+) -> Flat:
+    """The leaves of ``elements``, each element moved by ``multiple`` times its step."""
+    out: Flat = {}
+    for e in elements:
+        arr = out.get(e.path)
+        if arr is None:
+            arr = out[e.path] = np.array(x[e.path], copy=True)
+        arr[e.index] = arr[e.index] + multiple * steps[e.path][e.index]
+    return out
+
+
+def _direction_name(elements: Sequence[_Element]) -> str:
+    if len(elements) == 1:
+        return _element_name(elements[0])
+    paths = sorted({e.path for e in elements})
+    return (
+        f"{len(elements)} elements of input(s) {', '.join(map(repr, paths))} are "
+        "perturbed together (one colour of the sparsity pattern)"
+    )
 
 
 def _spsa_plan(

@@ -23,6 +23,7 @@ import numpy as np
 from ._evaluate import FlatFunction, run_plan
 from ._fd import EpsLike, jacobian_plan, jvp_plan, resolve_steps, vjp_plan
 from ._fd_two_step import two_step_jvp_plan, two_step_plan
+from ._sparsity import validate_sparsity
 
 __all__ = ["FDSettings", "fd_jacobian", "fd_jvp", "fd_vjp"]
 
@@ -39,6 +40,8 @@ class FDSettings:
         eps: Steps as for :func:`~tess_ad._fd.resolve_steps`.
         num_samples: SPSA samples.
         seed: SPSA seed.
+        sparsity: A Jacobian sparsity pattern (:mod:`tess_ad._sparsity`):
+            Jacobians and VJPs perturb its colours, not each element.
         evaluation: Keyword arguments of :func:`~tess_ad._evaluate.run_plan`
             (``executor``, ``progress``, ``cache``) besides the description.
     """
@@ -48,6 +51,13 @@ class FDSettings:
     num_samples: int | None = None
     seed: int | None = None
     evaluation: Mapping[str, Any] = field(default_factory=dict)
+    sparsity: Mapping[str, Mapping[str, Any]] | None = None
+
+    def pattern(self, x: Arrays) -> dict[str, dict[str, np.ndarray]] | None:
+        """The sparsity pattern for the inputs ``x``, checked (``None``: dense)."""
+        if self.sparsity is None:
+            return None
+        return validate_sparsity(self.sparsity, {p: np.shape(v) for p, v in x.items()})
 
     def two_step(self, with_error: bool) -> bool:
         """Whether a plan evaluates each direction at two steps (``_fd_two_step``)."""
@@ -92,7 +102,9 @@ def fd_jacobian(
     """
     steps = resolve_steps(x, settings.method, settings.eps, dtypes)
     if settings.two_step(with_error):
-        plan = two_step_plan(x, steps, list(out_paths), None, settings.method)
+        plan = two_step_plan(
+            x, steps, list(out_paths), None, settings.method, settings.pattern(x)
+        )
         value, error = settings.run(plan, fn, "jacobian")
     else:
         plan = jacobian_plan(
@@ -102,6 +114,7 @@ def fd_jacobian(
             method=settings.method,
             num_samples=settings.num_samples,
             seed=settings.seed,
+            sparsity=settings.pattern(x),
         )
         value, error = settings.run(plan, fn, "jacobian"), None
 
@@ -136,7 +149,9 @@ def fd_vjp(
     ct = {o: np.asarray(cotangent_vector[o], dtype=np.float64) for o in out_paths}
     steps = resolve_steps(x, settings.method, settings.eps, dtypes)
     if settings.two_step(with_error):
-        plan = two_step_plan(x, steps, list(out_paths), ct, settings.method)
+        plan = two_step_plan(
+            x, steps, list(out_paths), ct, settings.method, settings.pattern(x)
+        )
         value, error = settings.run(plan, fn, "vector_jacobian_product")
     else:
         plan = vjp_plan(
@@ -146,6 +161,7 @@ def fd_vjp(
             method=settings.method,
             num_samples=settings.num_samples,
             seed=settings.seed,
+            sparsity=settings.pattern(x),
         )
         value, error = settings.run(plan, fn, "vector_jacobian_product"), None
 

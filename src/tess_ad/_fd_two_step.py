@@ -55,11 +55,14 @@ from ._fd import (
     Flat,
     Plan,
     _actual,
-    _element_name,
+    _direction_name,
+    _directions,
+    _Element,
     _elements,
-    _perturb,
     jvp_groups,
+    perturb_all,
 )
+from ._sparsity import column_rows
 
 __all__ = [
     "REMAINDER_FACTOR",
@@ -151,8 +154,13 @@ def two_step_plan(
     out_paths: Sequence[str],
     cotangent: Mapping[str, np.ndarray] | None,
     method: str,
+    sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Plan:
     """Plan a Jacobian (``cotangent=None``) or VJP with two steps per input element.
+
+    With a ``sparsity`` pattern the elements of one colour move together
+    (as in :func:`tess_ad._fd.jacobian_plan`), and entries outside the
+    pattern are zero, with zero error.
 
     Evaluation ``k`` of element ``i`` (central, richardson: ``4i + j`` for
     ``x +- 2h, x +- h``; forward: ``0`` is the base, then ``1 + 2i + j`` for
@@ -166,8 +174,8 @@ def two_step_plan(
             f"{TWO_STEP_METHODS}, got {method!r}"
         )
     x = {p: np.asarray(v) for p, v in x.items()}
-    elements = _elements(x)
-    n = len(elements)
+    directions = _directions(x, _elements(x), sparsity)
+    n = len(directions)
     per = _width(method)
     offset = 1 if method == "forward" else 0
     ct = (
@@ -190,16 +198,14 @@ def two_step_plan(
         if k < offset:
             return {}
         i, j = divmod(k - offset, per)
-        e = elements[i]
-        return _perturb(x, e.path, e.index, multiplier(j) * steps[e.path][e.index])
+        return perturb_all(x, directions[i], steps, multiplier(j))
 
     def describe(k: int) -> str:
         if k < offset:
             return "the base point is evaluated"
-        return _element_name(elements[(k - offset) // per])
+        return _direction_name(directions[(k - offset) // per])
 
-    def widths(i: int) -> tuple[float, float]:
-        e = elements[i]
+    def widths(e: _Element) -> tuple[float, float]:
         h = float(steps[e.path][e.index])
         if per == 2:
             return _actual(x[e.path], e.index, h), _actual(x[e.path], e.index, 2 * h)
@@ -215,13 +221,31 @@ def two_step_plan(
         pending.append(out)
         if len(pending) < per:
             return
-        i = (k - offset) // per
-        e = elements[i]
-        d = _Direction(method, pending, widths(i), out_paths, base.get("out"))
+        outs = list(pending)
         pending.clear()
+        for e in directions[(k - offset) // per]:
+            column(e, _Direction(method, outs, widths(e), out_paths, base.get("out")))
+
+    def rows_of(o: str, e: _Element, shape: tuple[int, ...]) -> np.ndarray | None:
+        """Where column ``e`` of output ``o`` may be non-zero (``None``: everywhere)."""
+        if sparsity is None:
+            return None
+        rows = column_rows(sparsity, o, e.path, e.index)
+        if rows is None:
+            return np.zeros(shape, bool)
+        if rows.shape != shape:
+            raise ValueError(
+                f"sparsity[{o!r}][{e.path!r}] has shape "
+                f"{(*rows.shape, *x[e.path].shape)}, but the output has shape "
+                f"{shape}: the layout is (*out_shape, *in_shape)"
+            )
+        return rows
+
+    def column(e: _Element, d: _Direction) -> None:
         if ct is None:
             for o in out_paths:
                 shapes.setdefault(o, d.value[o].shape)
+                rows = rows_of(o, e, d.value[o].shape)
                 for blocks, entry in (
                     (value_blocks, d.value[o]),
                     (
@@ -231,8 +255,10 @@ def two_step_plan(
                 ):
                     if e.path not in blocks[o]:
                         blocks[o][e.path] = np.zeros((*entry.shape, *x[e.path].shape))
-                    column: tuple[EllipsisType | int, ...] = (..., *e.index)
-                    blocks[o][e.path][column] = entry
+                    key: tuple[EllipsisType | int, ...] = (..., *e.index)
+                    blocks[o][e.path][key] = (
+                        entry if rows is None else np.where(rows, entry, 0.0)
+                    )
             return
         value = diff = rounding = 0.0
         for o in out_paths:
@@ -241,9 +267,11 @@ def two_step_plan(
                     f"cotangent for output {o!r} has shape {ct[o].shape}, "
                     f"but the output has shape {d.value[o].shape}"
                 )
-            value += float(np.sum(ct[o] * d.value[o]))
-            diff += float(np.sum(ct[o] * d.diff[o]))
-            rounding += float(np.sum((ct[o] * d.rounding[o]) ** 2))
+            rows = rows_of(o, e, d.value[o].shape)
+            weight = ct[o] if rows is None else np.where(rows, ct[o], 0.0)
+            value += float(np.sum(weight * d.value[o]))
+            diff += float(np.sum(weight * d.diff[o]))
+            rounding += float(np.sum((weight * d.rounding[o]) ** 2))
         vjp[e.path][e.index] = value
         vjp_error[e.path][e.index] = _estimate(method, value, diff, np.sqrt(rounding))
 
