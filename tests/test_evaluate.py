@@ -276,3 +276,81 @@ def test_cache_key_is_the_key_of_the_whole_tree(tmp_path, local_tesseract):
     # a list and the equal float64 array give the same key (digests use the schema dtype)
     as_arrays = {"layers.[0].w": np.asarray(example_inputs("nested")["layers"][0]["w"])}
     assert cache.key(flat, as_arrays) == cache.key(flat)
+
+
+# -- batched evaluation points ------------------------------------------------
+
+BATCH_INPUTS = {
+    "x": np.linspace(-1.0, 1.0, 5),
+    "y": np.linspace(0.3, 0.9, 5),
+    "shift": np.zeros(5),
+}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
+@pytest.mark.parametrize("method", ["central", "forward", "richardson"])
+def test_batched_points_are_identical_in_ceil_points_over_batch_calls(
+    tesseract_factory, method, batch_size
+):
+    """``batched_rosenbrock`` treats each batch element alone: bit-identical numbers."""
+    client = tesseract_factory("batched_rosenbrock")
+    n = 10  # x and y, 5 elements each
+    points = {"central": 2 * n, "forward": n + 1, "richardson": 4 * n}[method]
+    plain = tess_ad.with_finite_differences(client, method=method)
+    batched = tess_ad.with_finite_differences(
+        client, method=method, batch_size=batch_size
+    )
+    ct = {"result": np.arange(5.0)}
+    t = {"x": np.ones(5), "y": -np.ones(5)}
+    for call, args in (
+        ("jacobian", (["x", "y"], ["result"])),
+        ("vector_jacobian_product", (["x", "y"], ["result"], ct)),
+        ("jacobian_vector_product", (["x", "y"], ["result"], t)),
+    ):
+        expected = getattr(plain, call)(BATCH_INPUTS, *args)
+        with Spy(client) as spy:
+            got = getattr(batched, call)(BATCH_INPUTS, *args)
+        assert_trees_close(got, expected, rtol=0)
+        total = (
+            points
+            if call != "jacobian_vector_product"
+            else {"central": 2, "forward": 2, "richardson": 4}[method]
+        )
+        assert spy.calls["apply"] == -(-total // batch_size), call
+
+
+def test_batched_points_with_threads_and_a_cache(tmp_path, local_tesseract):
+    client = local_tesseract("batched_rosenbrock")
+    expected = tess_ad.with_finite_differences(client).jacobian(
+        BATCH_INPUTS, ["x"], ["result"]
+    )
+    with ThreadPoolExecutor(2) as pool:
+        fd = tess_ad.with_finite_differences(
+            client, batch_size=4, executor=pool, cache=tmp_path / "cache"
+        )
+        with Spy(client) as spy:
+            first = fd.jacobian(BATCH_INPUTS, ["x"], ["result"])
+        assert spy.calls["apply"] == 3  # ceil(10 / 4)
+        with Spy(client) as spy:
+            again = fd.jacobian(BATCH_INPUTS, ["x"], ["result"])
+        assert spy.calls["apply"] == 0  # every batch from the cache
+    assert_trees_close(first, expected, rtol=0)
+    assert_trees_close(again, expected, rtol=0)
+
+
+def test_batch_size_is_refused_for_a_fixed_rank_leaf(local_tesseract):
+    with pytest.raises(
+        ValueError,
+        match=r"inputs path 'x' is Differentiable\[Array\[\(None,\), float64\]\]",
+    ):
+        tess_ad.with_finite_differences(local_tesseract("rosenbrock"), batch_size=4)
+    with pytest.raises(ValueError, match=r"inputs path 'params.\{\}'"):
+        tess_ad.with_finite_differences(local_tesseract("nested"), batch_size=4)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2, 1.5, True, "8"])
+def test_batch_size_must_be_a_positive_int(local_tesseract, batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        tess_ad.with_finite_differences(
+            local_tesseract("batched_rosenbrock"), batch_size=batch_size
+        )

@@ -14,6 +14,10 @@ the plan:
   At most ``2 * workers`` points are in flight, so memory stays bounded.
 * outputs are folded into the plan strictly in plan order, whatever order they
   finish in: parallel results are bit-for-bit those of a serial run.
+* ``batch_size=B``: :class:`BatchedPlan` makes every ``B`` consecutive points
+  one evaluation, whose differentiated leaves carry a leading batch axis (for
+  a Tesseract whose arrays all take one), and splits the outputs back, so
+  the estimators never know.
 * with a cache, every finished evaluation is written to disk as soon as it is
   collected; a failing evaluation stops the sweep with its own exception
   after the evaluations still running have finished and been stored, so a
@@ -33,7 +37,7 @@ from ._cache import EvaluationCache
 from ._client import client_for
 from ._fd import Flat, Plan
 
-__all__ = ["FlatFunction", "remote_apply", "run_plan"]
+__all__ = ["BatchedPlan", "FlatFunction", "remote_apply", "run_plan"]
 
 
 class FlatFunction:
@@ -67,6 +71,62 @@ class FlatFunction:
         return self.extract(self.apply(self.build_inputs(point)))
 
 
+class BatchedPlan:
+    """A plan whose evaluations are ``batch_size`` points of another plan at a time.
+
+    Evaluation ``c`` stacks points ``c * B .. c * B + B - 1``: every leaf of
+    ``x`` (the differentiated inputs) gets a leading batch axis, with the base
+    value where a point does not move it. Its outputs, which carry the batch
+    axis too, are split and folded into the inner plan in order; a
+    non-finite output is reported for the point it belongs to.
+    """
+
+    def __init__(
+        self, plan: Plan, x: Mapping[str, np.ndarray], batch_size: int
+    ) -> None:
+        self.plan = plan
+        self.x = {p: np.asarray(v) for p, v in x.items()}
+        self.batch_size = batch_size
+        self.size = -(-plan.size // batch_size)
+
+    def _ks(self, c: int) -> range:
+        return range(
+            c * self.batch_size, min((c + 1) * self.batch_size, self.plan.size)
+        )
+
+    def point(self, c: int) -> Flat:
+        points = [self.plan.point(k) for k in self._ks(c)]
+        return {
+            p: np.stack(
+                [np.asarray(pt.get(p, base), dtype=base.dtype) for pt in points]
+            )
+            for p, base in self.x.items()
+        }
+
+    def describe(self, c: int) -> str:
+        ks = self._ks(c)
+        return (
+            f"a batch of points {ks.start + 1}..{ks.stop} is evaluated (the first: "
+            f"{self.plan.describe(ks.start)})"
+        )
+
+    def accumulate(self, c: int, outputs: Flat) -> None:
+        ks = self._ks(c)
+        for o, v in outputs.items():
+            if np.ndim(v) == 0 or np.shape(v)[0] != len(ks):
+                raise ValueError(
+                    f"batch_size: the Tesseract was called once for {len(ks)} points "
+                    f"and must return output {o!r} with a leading batch axis of "
+                    f"{len(ks)}, but it has shape {np.shape(v)}; use batch_size=None "
+                    "for this Tesseract"
+                )
+        for b, k in enumerate(ks):
+            self.plan.accumulate(k, {o: np.asarray(v)[b] for o, v in outputs.items()})
+
+    def result(self) -> Any:
+        return self.plan.result()
+
+
 def _is_dask_client(executor: Any) -> bool:
     return type(executor).__module__.startswith("distributed") and hasattr(
         executor, "submit"
@@ -83,7 +143,7 @@ def _workers(executor: Any) -> int:
 
 
 def run_plan(
-    plan: Plan,
+    plan: Plan | BatchedPlan,
     fn: FlatFunction,
     *,
     executor: Executor | Any | None = None,
@@ -119,7 +179,7 @@ def run_plan(
 
 
 def _walk(
-    plan: Plan,
+    plan: Plan | BatchedPlan,
     fn: FlatFunction,
     executor: Any,
     cache: EvaluationCache | None,
@@ -226,7 +286,7 @@ def _drain(
 
 
 def _annotate(
-    exc: BaseException, plan: Plan, k: int, what: str = "raised this"
+    exc: BaseException, plan: Plan | BatchedPlan, k: int, what: str = "raised this"
 ) -> None:
     note = (
         f"(tess_ad: finite-difference evaluation {k + 1} of {plan.size} {what}; "

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._evaluate import FlatFunction, run_plan
+from ._evaluate import BatchedPlan, FlatFunction, run_plan
 from ._fd import EpsLike, jacobian_plan, jvp_plan, resolve_steps, vjp_plan
 from ._fd_two_step import two_step_jvp_plan, two_step_plan
 from ._sparsity import validate_sparsity
@@ -42,6 +42,8 @@ class FDSettings:
         seed: SPSA seed.
         sparsity: A Jacobian sparsity pattern (:mod:`tess_ad._sparsity`):
             Jacobians and VJPs perturb its colours, not each element.
+        batch_size: Points per evaluation (:class:`~tess_ad._evaluate.BatchedPlan`;
+            the function then takes and returns a leading batch axis).
         evaluation: Keyword arguments of :func:`~tess_ad._evaluate.run_plan`
             (``executor``, ``progress``, ``cache``) besides the description.
     """
@@ -52,6 +54,7 @@ class FDSettings:
     seed: int | None = None
     evaluation: Mapping[str, Any] = field(default_factory=dict)
     sparsity: Mapping[str, Mapping[str, Any]] | None = None
+    batch_size: int | None = None
 
     def pattern(self, x: Arrays) -> dict[str, dict[str, np.ndarray]] | None:
         """The sparsity pattern for the inputs ``x``, checked (``None``: dense)."""
@@ -69,8 +72,10 @@ class FDSettings:
             )
         return with_error or self.method == "richardson"
 
-    def run(self, plan: Any, fn: FlatFunction, endpoint: str) -> Any:
-        """Evaluate ``plan`` with these settings."""
+    def run(self, plan: Any, fn: FlatFunction, endpoint: str, x: Arrays) -> Any:
+        """Evaluate ``plan`` (at base point ``x``) with these settings."""
+        if self.batch_size is not None:
+            plan = BatchedPlan(plan, x, self.batch_size)
         return run_plan(
             plan,
             fn,
@@ -105,7 +110,7 @@ def fd_jacobian(
         plan = two_step_plan(
             x, steps, list(out_paths), None, settings.method, settings.pattern(x)
         )
-        value, error = settings.run(plan, fn, "jacobian")
+        value, error = settings.run(plan, fn, "jacobian", x)
     else:
         plan = jacobian_plan(
             x,
@@ -116,7 +121,7 @@ def fd_jacobian(
             seed=settings.seed,
             sparsity=settings.pattern(x),
         )
-        value, error = settings.run(plan, fn, "jacobian"), None
+        value, error = settings.run(plan, fn, "jacobian", x), None
 
     def cast(blocks: dict[str, Arrays]) -> dict[str, Arrays]:
         return {
@@ -152,7 +157,7 @@ def fd_vjp(
         plan = two_step_plan(
             x, steps, list(out_paths), ct, settings.method, settings.pattern(x)
         )
-        value, error = settings.run(plan, fn, "vector_jacobian_product")
+        value, error = settings.run(plan, fn, "vector_jacobian_product", x)
     else:
         plan = vjp_plan(
             x,
@@ -163,7 +168,7 @@ def fd_vjp(
             seed=settings.seed,
             sparsity=settings.pattern(x),
         )
-        value, error = settings.run(plan, fn, "vector_jacobian_product"), None
+        value, error = settings.run(plan, fn, "vector_jacobian_product", x), None
 
     def cast(result: Arrays) -> Arrays:
         return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
@@ -200,7 +205,7 @@ def fd_jvp(
         plan = two_step_jvp_plan(
             x, tangent, list(out_paths), settings.method, settings.eps, dtypes
         )
-        value, error = settings.run(plan, fn, "jacobian_vector_product")
+        value, error = settings.run(plan, fn, "jacobian_vector_product", x)
     else:
         plan = jvp_plan(
             x,
@@ -210,7 +215,7 @@ def fd_jvp(
             eps=settings.eps,
             dtypes=dtypes,
         )
-        value, error = settings.run(plan, fn, "jacobian_vector_product"), None
+        value, error = settings.run(plan, fn, "jacobian_vector_product", x), None
 
     def cast(result: Arrays) -> Arrays:
         return {o: v.astype(out_dtype(o), copy=False) for o, v in result.items()}

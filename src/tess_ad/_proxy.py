@@ -24,7 +24,7 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
         progress: bool = False,
         cache: str | os.PathLike | None = None,
         sparsity: Mapping[str, Mapping[str, Any]] | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if not callable(getattr(tesseract, "apply", None)):
             raise TypeError(
@@ -104,6 +105,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
         base = tesseract_schema(tesseract)
         self.tess_ad_schema = base.with_endpoints(GRADIENT_ENDPOINTS)
         self._validate_eps_paths(base)
+        self.batch_size = _checked_batch_size(batch_size, base)
         schema = copy.deepcopy(tesseract.openapi_schema)
         for name in GRADIENT_ENDPOINTS:
             schema.setdefault("paths", {}).setdefault(
@@ -123,6 +125,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
             "progress": progress,
             "cache": cache,
             "sparsity": sparsity,
+            "batch_size": batch_size,
         }
 
     def _rewrap(self, client: Any) -> FiniteDifferenceTesseract:
@@ -343,6 +346,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
             self.seed,
             {"executor": self.executor, "progress": self.progress, "cache": self.cache},
             self.sparsity,
+            self.batch_size,
         )
 
     def _apply_once(self, inputs: Any, run_id: str | None = None) -> Any:
@@ -417,6 +421,8 @@ class FiniteDifferenceTesseract(TesseractWrapper):
         run_id: str | None,
         expect: Mapping[str, Any] | None = None,
     ) -> FlatFunction:
+        batched = self.batch_size is not None
+
         def extract(outputs: Any) -> dict[str, np.ndarray]:
             got = {}
             for o in out_paths:
@@ -424,16 +430,32 @@ class FiniteDifferenceTesseract(TesseractWrapper):
                     got[o] = np.asarray(get_at_path(outputs, o))
                 except KeyError:
                     raise SchemaError(f"apply returned no output at {o!r}") from None
-                if (
-                    expect is not None
-                    and o in expect
-                    and np.shape(expect[o]) != got[o].shape
-                ):
+                shape = got[o].shape[1:] if batched else got[o].shape
+                if expect is not None and o in expect and np.shape(expect[o]) != shape:
                     raise ValueError(
                         f"cotangent for output {o!r} has shape {np.shape(expect[o])}, "
-                        f"but the output has shape {got[o].shape}"
+                        f"but the output has shape {shape}"
                     )
             return got
+
+        build: Callable[[Mapping[str, np.ndarray]], Any] = flat.unflatten
+        if batched:
+            arrays = [p for p, leaf in flat.items() if leaf.is_array]
+
+            def build_batch(point: Mapping[str, np.ndarray]) -> Any:
+                # the differentiated leaves carry the batch; every other array is
+                # broadcast to it (a view), since the Tesseract takes one axis for all
+                size = len(next(iter(point.values())))
+                spread = {
+                    p: np.broadcast_to(
+                        np.asarray(flat[p].value), (size, *np.shape(flat[p].value))
+                    )
+                    for p in arrays
+                    if p not in point
+                }
+                return flat.unflatten({**spread, **point})
+
+            build = build_batch
 
         cache_key = None
         if self.cache is not None:
@@ -444,12 +466,41 @@ class FiniteDifferenceTesseract(TesseractWrapper):
                 return cache.key(flat, point) + suffix
 
         return FlatFunction(
-            flat.unflatten,
+            build,
             lambda inputs: self._apply_once(inputs, run_id),
             extract,
             cache_key=cache_key,
             remote=(remote_apply, self._remote) if self._remote is not None else None,
         )
+
+
+def _checked_batch_size(batch_size: Any, schema: TesseractSchema) -> int | None:
+    """``batch_size`` if it is a positive int and every array of the schema takes a batch axis."""
+    if batch_size is None:
+        return None
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive int (points per apply call) or None, "
+            f"got {batch_size!r}"
+        )
+    for side in (schema.inputs, schema.outputs):
+        fixed = side.fixed_rank_arrays()
+        if fixed:
+            path, spec = fixed[0]
+            raise ValueError(
+                f"batch_size={batch_size} sends several perturbed points in one apply "
+                f"call, with a leading batch axis on every array, but {side.name} "
+                f"path {path!r} is {spec.describe()}: its number of dimensions is "
+                f"fixed, so the Tesseract would refuse the batch"
+                + (f" ({len(fixed)} such arrays)" if len(fixed) > 1 else "")
+                + ". Declare every array Array[..., dtype] and handle leading axes in "
+                "apply, or use batch_size=None."
+            )
+    return int(batch_size)
 
 
 def _suffix(out_paths: Sequence[str]) -> str:
@@ -467,6 +518,7 @@ def with_finite_differences(
     progress: bool = False,
     cache: str | os.PathLike | None = None,
     sparsity: Mapping[str, Mapping[str, Any]] | None = None,
+    batch_size: int | None = None,
 ) -> FiniteDifferenceTesseract:
     """Wrap a Tesseract so its gradient endpoints are finite differences of ``apply``.
 
@@ -523,6 +575,14 @@ def with_finite_differences(
             pattern gives wrong numbers: derive one with
             :func:`tess_ad.jacobian_sparsity`, check one with
             :func:`tess_ad.check_sparsity`.
+        batch_size: Up to this many perturbed points go to the Tesseract in
+            one ``apply`` call, stacked along a leading batch axis (every
+            other array input broadcast to it), for a Tesseract whose every
+            input and output array takes one (``Array[..., dtype]``; others
+            are refused here, naming the leaf). A central Jacobian then takes
+            ``ceil(2n / batch_size)`` calls; combines with ``executor``,
+            ``cache`` and ``sparsity``. The numbers are those of unbatched
+            calls (bit for bit when ``apply`` treats each batch element alone).
 
     Returns:
         The proxy client.
@@ -552,4 +612,5 @@ def with_finite_differences(
         progress=progress,
         cache=cache,
         sparsity=sparsity,
+        batch_size=batch_size,
     )

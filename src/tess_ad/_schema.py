@@ -372,6 +372,36 @@ class TreeSchema:
                 self._fixed = None
         return self._fixed
 
+    def fixed_rank_arrays(self) -> list[tuple[str, ArraySpec]]:
+        """Array leaves whose number of dimensions the schema fixes, with their patterns.
+
+        Patterns use ``{}`` for dict keys and ``[]`` for list items
+        (``params.{}``, ``layers.[].w``); every option of a union counts. An
+        empty list means every array takes any leading axes
+        (``Array[..., dtype]``).
+        """
+        found: list[tuple[str, ArraySpec]] = []
+        seen: set[int] = set()
+
+        def walk(node: Node, segments: tuple[str, ...]) -> None:
+            if id(node) in seen:  # a recursive model: its arrays are listed once
+                return
+            if node.kind == "array":
+                if node.spec is not None and node.spec.shape is not None:
+                    found.append((join_path(segments) or "(root)", node.spec))
+                return
+            seen.add(id(node))
+            for name, child in node.fields.items():
+                walk(child, (*segments, name))
+            if node.child is not None:
+                walk(node.child, (*segments, "{}" if node.kind == "dict" else "[]"))
+            for option in node.options:
+                walk(option, segments)
+            seen.discard(id(node))
+
+        walk(self._root, ())
+        return found
+
     def _where(self, segments: tuple[str, ...]) -> str:
         return f"{self.name} path {join_path(segments)!r}" if segments else self.name
 
