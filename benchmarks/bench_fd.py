@@ -1,6 +1,6 @@
 """Finite differences: tess_ad against tesseract-core's experimental helpers, in one run.
 
-Prints three Markdown tables:
+Prints Markdown tables:
 
 1. apply calls and wall time of the Jacobian / VJP / JVP on ``examples/meshstats_fd``
    (tess_ad's drop-in helpers against ``tesseract_core.runtime.experimental``);
@@ -9,11 +9,17 @@ Prints three Markdown tables:
    again, as tesseract-core does) against model copies (the same schema with
    the validator left out, which the drop-ins may copy without validating);
 2. accuracy of the default step on inputs near 1e6, 1 and 1e-6;
-3. wall time of a central-difference Jacobian on ``examples/sleepy`` (apply
+3. dense against coloured central Jacobians (``sparsity=``) of a 1-D stencil,
+   n = 100 and 1,000: calls, seconds, error;
+4. batched evaluation points (``batch_size=``) against one point per call,
+   served, 20 ms per call;
+5. error estimates against true errors on an analytic Tesseract, float64 and
+   float32, per method: how many entries they bound, by how much;
+6. wall time of a central-difference Jacobian on ``examples/sleepy`` (apply
    sleeps 40 ms): tesseract-core's helper, tess_ad serial, a thread pool
    against a server with 4 workers, and a dask LocalCluster with 4 workers.
 
-Run: ``python benchmarks/bench_fd.py`` (about a minute on 2 cores). Times are
+Run: ``python benchmarks/bench_fd.py`` (about two minutes on 2 cores). Times are
 medians of a few repeats; quote the ratios, not the absolute numbers.
 """
 
@@ -198,6 +204,165 @@ def perturbed_points():
     )
 
 
+def coloured():
+    """Dense against coloured central Jacobians of a 1-D stencil (tridiagonal)."""
+    local = Tesseract.from_tesseract_api(
+        str(ROOT / "tests/tesseracts/stencil/tesseract_api.py")
+    )
+    rows = []
+    for n in (100, 1000):
+        u = np.linspace(-1.0, 1.0, n)
+        inputs = {"u": u}
+        truth = (
+            np.diag(u**2 - 2.0)
+            + np.diag(np.ones(n - 1), 1)
+            + np.diag(np.ones(n - 1), -1)
+        )
+        pattern = tess_ad.jacobian_sparsity(local, inputs, ["u"], ["du"])
+        for what, fd in (
+            ("dense", tess_ad.with_finite_differences(local)),
+            ("coloured", tess_ad.with_finite_differences(local, sparsity=pattern)),
+        ):
+            calls = {"n": 0}
+            apply = local.apply
+
+            def counted(*args, _apply=apply, _calls=calls, **kwargs):
+                _calls["n"] += 1
+                return _apply(*args, **kwargs)
+
+            local.apply = counted
+            try:
+                t, jac = timed(
+                    lambda fd=fd, inputs=inputs: fd.jacobian(inputs, ["u"], ["du"]),
+                    repeats=1,
+                )
+            finally:
+                del local.apply
+            error = np.max(np.abs(jac["du"]["u"] - truth))
+            rows.append((n, what, calls["n"], f"{t:.2f}", f"{error:.1e}"))
+    table(
+        "dense vs coloured central Jacobian, 1-D stencil (tridiagonal, in-process)",
+        ["n", "how", "apply calls", "seconds", "max abs error"],
+        rows,
+    )
+
+
+def batched():
+    """Unbatched against batched evaluation points, served, 20 ms per call."""
+    api = ROOT / "tests/tesseracts/batched_rosenbrock/tesseract_api.py"
+    server = Server(api, num_workers=1).start()
+    try:
+        served = Tesseract.from_url(server.url)
+        n = 16
+        inputs = {
+            "x": np.linspace(-1.0, 1.0, n),
+            "y": np.linspace(0.3, 0.9, n),
+            "shift": np.zeros(n),
+            "delay": 0.02,
+        }
+        rows = []
+        t_ref, ref = timed(
+            lambda: tess_ad.with_finite_differences(served).jacobian(
+                inputs, ["x", "y"], ["result"]
+            ),
+            repeats=1,
+        )
+        rows.append(("unbatched", 4 * n, f"{t_ref:.2f}", "1.0x", True))
+        for size in (8, 64):
+            fd = tess_ad.with_finite_differences(served, batch_size=size)
+            t, out = timed(
+                lambda fd=fd: fd.jacobian(inputs, ["x", "y"], ["result"]), repeats=3
+            )
+            same = all(
+                np.array_equal(out["result"][p], ref["result"][p]) for p in ("x", "y")
+            )
+            rows.append(
+                (
+                    f"batch_size={size}",
+                    -(-4 * n // size),
+                    f"{t:.2f}",
+                    f"{t_ref / t:.1f}x",
+                    same,
+                )
+            )
+    finally:
+        server.stop()
+    table(
+        "central Jacobian of batched_rosenbrock, 2 x 16 elements, served, 20 ms per call",
+        ["how", "apply calls", "seconds", "speed-up", "bit-identical"],
+        rows,
+    )
+
+
+def error_estimates():
+    """Error estimates against true errors on tests/tesseracts/smooth (analytic)."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    local = Tesseract.from_tesseract_api(
+        str(ROOT / "tests/tesseracts/smooth/tesseract_api.py")
+    )
+
+    def truth(x, scale):
+        def f(v):
+            u = v * scale
+            return (
+                jnp.exp(0.3 * u) * jnp.sin(jnp.roll(u, -1))
+                + u**3 / 50
+                + jnp.log1p(u * u) * jnp.cos(jnp.roll(u, 1))
+            )
+
+        return np.asarray(jax.jacfwd(f)(jnp.asarray(np.asarray(x, np.float64))))
+
+    rng = np.random.default_rng(0)
+    points = [
+        (rng.uniform(-2.0, 2.0, 8) / max(scale, 1.0), scale)
+        for scale in (1e-3, 1.0, 3.0)
+        for _ in range(4)
+    ]
+    rows = []
+    for method in ("central", "richardson", "forward"):
+        fd = tess_ad.with_finite_differences(local, method=method)
+        for bits, dtype in (("64", np.float64), ("32", np.float32)):
+            est, err, rel = [], [], []
+            for x, scale in points:
+                x = x.astype(dtype)
+                inputs = {
+                    "x64": x.astype(np.float64),
+                    "x32": x.astype(np.float32),
+                    "scale": scale,
+                }
+                jac, e = fd.jacobian_with_error(inputs, ["x" + bits], ["y" + bits])
+                true = truth(x, scale)
+                value = jac["y" + bits]["x" + bits].astype(np.float64)
+                err.append(np.abs(value - true).ravel())
+                est.append(e["y" + bits]["x" + bits].astype(np.float64).ravel())
+                rel.append(np.max(np.abs(value - true)) / np.max(np.abs(true)))
+            est_a, err_a = np.concatenate(est), np.concatenate(err)
+            nz = err_a > 0
+            rows.append(
+                (
+                    method,
+                    f"float{bits}",
+                    f"{np.mean(est_a >= err_a):.1%}",
+                    f"{np.median(est_a[nz] / err_a[nz]):.0f}x",
+                    f"{max(rel):.1e}",
+                )
+            )
+    table(
+        "error estimates vs true errors, smooth analytic Tesseract (12 points x 64 entries)",
+        [
+            "method",
+            "dtype",
+            "entries bounded",
+            "median estimate / error",
+            "worst relative error",
+        ],
+        rows,
+    )
+
+
 def scales():
     api = load_module_from_path(ROOT / "examples/scales/tesseract_api.py")
     x = np.array([1.5e6, 0.7, 3e-6])
@@ -325,4 +490,7 @@ if __name__ == "__main__":
     meshstats_counts()
     perturbed_points()
     scales()
+    coloured()
+    batched()
+    error_estimates()
     parallel()
