@@ -189,10 +189,34 @@ def test_call_counts(smooth, method, with_error, calls):
     assert spy.calls["apply"] == (3 if method == "forward" else 4)
 
 
-def test_stochastic_error_estimates_are_refused_with_the_reason(smooth):
-    fd = tess_ad.with_finite_differences(smooth, method="stochastic", num_samples=2)
-    with pytest.raises(ValueError, match="two steps"):
-        fd.jacobian_with_error(inputs_for(np.ones(6), 1.0), ["x64"], ["y64"])
+def test_spsa_error_estimates_come_from_the_spread_of_the_samples(smooth):
+    """SPSA takes no two steps: its error is a t-quantile of standard errors over the samples."""
+    fd = tess_ad.with_finite_differences(
+        smooth, method="stochastic", num_samples=20, seed=1
+    )
+    rng = np.random.default_rng(3)
+    est, err, vjp_est, vjp_err = [], [], [], []
+    for _ in range(6):
+        x = rng.uniform(-1.0, 1.0, 48)
+        inputs, jac = inputs_for(x, 1.0), true_jacobian(x, 1.0)
+        with Spy(smooth) as spy:
+            value, error = fd.jacobian_with_error(inputs, ["x64"], ["y64"])
+        assert spy.calls["apply"] == 2 * 20  # no extra evaluation for the estimate
+        err.append(np.abs(value["y64"]["x64"] - jac))
+        est.append(error["y64"]["x64"])
+        ct = rng.standard_normal(48)
+        value, error = fd.vector_jacobian_product_with_error(
+            inputs, ["x64"], ["y64"], {"y64": ct}
+        )
+        vjp_err.append(np.abs(value["x64"] - ct @ jac))
+        vjp_est.append(error["x64"])
+        plain = fd.jacobian(inputs, ["x64"], ["y64"])  # the same estimate, seeded
+        with_error = fd.jacobian_with_error(inputs, ["x64"], ["y64"])[0]
+        np.testing.assert_array_equal(plain["y64"]["x64"], with_error["y64"]["x64"])
+    for what, e, t in (("jacobian", est, err), ("VJP", vjp_est, vjp_err)):
+        bounded, median = judge(e, t)
+        assert bounded >= 0.99, f"SPSA {what}: only {bounded:.1%} bounded"
+        assert median <= 100.0, f"SPSA {what}: median ratio {median:.0f}"
 
 
 def test_the_drop_in_helpers_take_richardson(local_tesseract):

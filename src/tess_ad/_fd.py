@@ -356,6 +356,7 @@ def jacobian_plan(
     num_samples: int | None = None,
     seed: int | None = None,
     sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    with_error: bool = False,
 ) -> Plan:
     """Plan the Jacobian ``{out: {in: array(*out_shape, *in_shape)}}``.
 
@@ -369,10 +370,15 @@ def jacobian_plan(
         sparsity: A checked pattern (:func:`tess_ad._sparsity.validate_sparsity`):
             columns that share no row are perturbed together
             (:func:`tess_ad._sparsity.colour`), and entries outside it are zero.
+        with_error: SPSA only: the result is ``(jacobian, error)``, the
+            error from the spread of the samples (the two-step methods of
+            ``_fd_two_step`` estimate the others').
 
     The blocks come back in float64; the endpoint casts them.
     """
-    return _linear_plan(x, steps, out_paths, None, method, num_samples, seed, sparsity)
+    return _linear_plan(
+        x, steps, out_paths, None, method, num_samples, seed, sparsity, with_error
+    )
 
 
 def vjp_plan(
@@ -384,11 +390,83 @@ def vjp_plan(
     num_samples: int | None = None,
     seed: int | None = None,
     sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    with_error: bool = False,
 ) -> Plan:
-    """Plan the VJP ``{in: sum_out ct[out] . J[out, in]}`` (keys of ``cotangent`` are the outputs)."""
+    """Plan the VJP ``{in: sum_out ct[out] . J[out, in]}`` (keys of ``cotangent`` are the outputs).
+
+    ``with_error``: as for :func:`jacobian_plan`.
+    """
     return _linear_plan(
-        x, steps, list(cotangent), cotangent, method, num_samples, seed, sparsity
+        x,
+        steps,
+        list(cotangent),
+        cotangent,
+        method,
+        num_samples,
+        seed,
+        sparsity,
+        with_error,
     )
+
+
+class _Accumulator:
+    """Columns of a Jacobian (``ct is None``) or a VJP, folded in one at a time."""
+
+    def __init__(
+        self,
+        x: Mapping[str, np.ndarray],
+        out_paths: Sequence[str],
+        ct: Mapping[str, np.ndarray] | None,
+        sparsity: Mapping[str, Mapping[str, np.ndarray]] | None,
+    ) -> None:
+        self.x, self.out_paths, self.ct, self.sparsity = x, out_paths, ct, sparsity
+        self.blocks: dict[str, dict[str, np.ndarray]] = {}
+        self.vjp = {p: np.zeros(np.shape(v)) for p, v in x.items()}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def _block(self, o: str, p: str, out_shape: tuple[int, ...]) -> np.ndarray:
+        by_in = self.blocks.setdefault(o, {})
+        if p not in by_in:
+            by_in[p] = np.zeros((*out_shape, *np.shape(self.x[p])))
+        return by_in[p]
+
+    def fold(self, out: Flat, e: _Element, scale: float) -> None:
+        """Add ``scale * out`` as column ``e`` of the Jacobian (or contract it into the VJP)."""
+        x, ct, sparsity = self.x, self.ct, self.sparsity
+        for o in self.out_paths:
+            val = np.asarray(out[o], dtype=np.float64)
+            self.shapes.setdefault(o, val.shape)
+            if sparsity is not None:  # rows outside the pattern: not this column's
+                rows = column_rows(sparsity, o, e.path, e.index)
+                if rows is None:
+                    continue
+                if rows.shape != val.shape:
+                    raise ValueError(
+                        f"sparsity[{o!r}][{e.path!r}] has shape "
+                        f"{(*rows.shape, *np.shape(x[e.path]))}, but the output has "
+                        f"shape {val.shape}: the layout is (*out_shape, *in_shape)"
+                    )
+                val = np.where(rows, val, 0.0)
+            if ct is None:
+                column: tuple[EllipsisType | int, ...] = (..., *e.index)
+                self._block(o, e.path, val.shape)[column] += scale * val
+            else:
+                if ct[o].shape != val.shape:
+                    # no broadcasting: a cotangent of another shape is a mistake
+                    raise ValueError(
+                        f"cotangent for output {o!r} has shape {ct[o].shape}, "
+                        f"but the output has shape {val.shape}"
+                    )
+                self.vjp[e.path][e.index] += scale * float(np.sum(ct[o] * val))
+
+    def result(self) -> Any:
+        """The Jacobian blocks ``{out: {in: array}}`` or the VJP ``{in: array}``."""
+        if self.ct is not None:
+            return self.vjp
+        return {
+            o: {p: self._block(o, p, self.shapes.get(o, ())) for p in self.x}
+            for o in self.out_paths
+        }
 
 
 def _linear_plan(
@@ -400,8 +478,13 @@ def _linear_plan(
     num_samples: int | None,
     seed: int | None,
     sparsity: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    with_error: bool = False,
 ) -> Plan:
     validate_method(method)
+    if with_error and method != "stochastic":  # two steps per element
+        from ._fd_two_step import two_step_plan
+
+        return two_step_plan(x, steps, out_paths, cotangent, method, sparsity)
     x = {p: np.asarray(v) for p, v in x.items()}
     elements = _elements(x)
     n = len(elements)
@@ -411,56 +494,24 @@ def _linear_plan(
         if cotangent is None
         else {o: np.asarray(c, dtype=np.float64) for o, c in cotangent.items()}
     )
-    blocks: dict[str, dict[str, np.ndarray]] = {}
-    vjp = {p: np.zeros(v.shape) for p, v in x.items()}
-    shapes: dict[str, tuple[int, ...]] = {}
 
-    def block(o: str, p: str, out_shape: tuple[int, ...]) -> np.ndarray:
-        by_in = blocks.setdefault(o, {})
-        if p not in by_in:
-            by_in[p] = np.zeros((*out_shape, *x[p].shape))
-        return by_in[p]
+    def accumulator() -> _Accumulator:
+        return _Accumulator(x, out_paths, ct, sparsity)
 
-    def fold(out: Flat, e: _Element, scale: float) -> None:
-        # add `scale * out` as column e of the Jacobian (or contract into the VJP)
-        for o in out_paths:
-            val = np.asarray(out[o], dtype=np.float64)
-            shapes.setdefault(o, val.shape)
-            if sparsity is not None:  # rows outside the pattern: not this column's
-                rows = column_rows(sparsity, o, e.path, e.index)
-                if rows is None:
-                    continue
-                if rows.shape != val.shape:
-                    raise ValueError(
-                        f"sparsity[{o!r}][{e.path!r}] has shape "
-                        f"{(*rows.shape, *x[e.path].shape)}, but the output has shape "
-                        f"{val.shape}: the layout is (*out_shape, *in_shape)"
-                    )
-                val = np.where(rows, val, 0.0)
-            if ct is None:
-                column: tuple[EllipsisType | int, ...] = (..., *e.index)
-                block(o, e.path, val.shape)[column] += scale * val
-            else:
-                if ct[o].shape != val.shape:
-                    # no broadcasting: a cotangent of another shape is a mistake
-                    raise ValueError(
-                        f"cotangent for output {o!r} has shape {ct[o].shape}, "
-                        f"but the output has shape {val.shape}"
-                    )
-                vjp[e.path][e.index] += scale * float(np.sum(ct[o] * val))
-
-    def finish() -> Any:
-        if ct is not None:
-            return vjp
-        return {o: {p: block(o, p, shapes.get(o, ())) for p in x} for o in out_paths}
+    acc = accumulator()
+    fold, finish = acc.fold, acc.result
 
     if method == "stochastic":
         samples = _check_samples(num_samples, n)
         if samples < n:
-            return _spsa_plan(x, steps, samples, seed, fold, finish)
+            return _spsa_plan(x, steps, samples, seed, accumulator, with_error)
         method = (
             "central"  # as many samples as elements: central is exact and no dearer
         )
+        if with_error:  # central with its error estimate: the two-step plan
+            from ._fd_two_step import two_step_plan
+
+            return two_step_plan(x, steps, out_paths, cotangent, method, sparsity)
 
     m = len(directions)
     if method == "central":
@@ -565,8 +616,8 @@ def _spsa_plan(
     steps: Mapping[str, np.ndarray],
     samples: int,
     seed: int | None,
-    fold_element: Callable[[Flat, _Element, float], None],
-    finish: Callable[[], Any],
+    accumulator: Callable[[], _Accumulator],
+    with_error: bool = False,
 ) -> Plan:
     """Simultaneous perturbation: all elements move at once along random signs.
 
@@ -575,11 +626,18 @@ def _spsa_plan(
     over samples. Unbiased to ``O(h^2)`` since ``E[d_i d_j] = 0`` for ``i != j``.
     The directions are drawn up front from ``numpy.random.default_rng(seed)``,
     so a seed gives the same estimate in any evaluation order.
+
+    With ``with_error`` the result is ``(estimate, error)``: the error is
+    :func:`spsa_error_factor` standard errors of the mean over the samples
+    (their spread is the other elements' terms that the random signs did not
+    cancel, which dominates the estimate's error), in the estimate's layout.
     """
     rng = np.random.default_rng(seed)
     directions = [_rademacher(rng, x) for _ in range(samples)]
     elements = _elements(x)
     pending: dict[int, Flat] = {}
+    total = accumulator()
+    squares: list[Any] = []  # running sum of squared per-sample estimates
 
     def shifted(s: int, sign: float) -> Flat:
         return {
@@ -600,9 +658,28 @@ def _spsa_plan(
         plus = pending.pop(s)
         diff = {o: plus[o] - np.asarray(out[o], dtype=np.float64) for o in plus}
         up, down = shifted(s, 1.0), shifted(s, -1.0)
+        one = accumulator() if with_error else None
         for e in elements:
             actual = float(up[e.path][e.index]) - float(down[e.path][e.index])
-            fold_element(diff, e, 1.0 / (actual * samples))
+            total.fold(diff, e, 1.0 / (actual * samples))
+            if one is not None:
+                one.fold(diff, e, 1.0 / actual)
+        if one is not None:
+            estimate = _tree_map(lambda a: a * a, one.result())
+            squares[:] = [estimate if not squares else _tree_add(squares[0], estimate)]
+
+    def finish() -> Any:
+        mean = total.result()
+        if not with_error:
+            return mean
+
+        def error(m: np.ndarray, sq: np.ndarray) -> np.ndarray:
+            variance = (
+                np.maximum(sq / samples - m * m, 0.0) * samples / max(samples - 1, 1)
+            )
+            return spsa_error_factor(samples) * np.sqrt(variance / samples)
+
+        return mean, _tree_map2(error, mean, squares[0])
 
     return Plan(
         2 * samples,
@@ -613,6 +690,39 @@ def _spsa_plan(
         accumulate,
         finish,
     )
+
+
+# Standard errors an SPSA error estimate spans: the 99.865% quantile of Student's
+# t with (samples - 1) degrees of freedom (3 standard errors of a normal mean,
+# widened for the few samples the spread is measured from), scipy.stats.t.ppf.
+_T_QUANTILE = {
+    1: 235.784, 2: 19.206, 3: 9.219, 4: 6.62, 5: 5.507, 6: 4.904, 7: 4.53,
+    8: 4.277, 9: 4.094, 10: 3.957, 12: 3.764, 15: 3.586, 20: 3.422, 25: 3.33,
+    30: 3.27, 40: 3.199, 60: 3.13, 120: 3.064,
+}  # fmt: skip
+
+
+def spsa_error_factor(samples: int) -> float:
+    """Standard errors an SPSA estimate from ``samples`` samples is taken to be off by."""
+    df = samples - 1
+    known = [d for d in _T_QUANTILE if d <= df]
+    return _T_QUANTILE[max(known)] if known else _T_QUANTILE[1]
+
+
+def _tree_map(fn: Callable[[np.ndarray], np.ndarray], tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {k: _tree_map(fn, v) for k, v in tree.items()}
+    return fn(tree)
+
+
+def _tree_map2(fn: Callable[[Any, Any], np.ndarray], a: Any, b: Any) -> Any:
+    if isinstance(a, Mapping):
+        return {k: _tree_map2(fn, a[k], b[k]) for k in a}
+    return fn(a, b)
+
+
+def _tree_add(a: Any, b: Any) -> Any:
+    return _tree_map2(lambda u, v: u + v, a, b)
 
 
 def jvp_groups(

@@ -63,14 +63,23 @@ class FDSettings:
         return validate_sparsity(self.sparsity, {p: np.shape(v) for p, v in x.items()})
 
     def two_step(self, with_error: bool) -> bool:
-        """Whether a plan evaluates each direction at two steps (``_fd_two_step``)."""
-        if with_error and self.method == "stochastic":
-            raise ValueError(
-                "error estimates need two steps per input element, which SPSA "
-                "(method='stochastic') does not take; use method='central' (4n "
-                "evaluations with the estimate), 'richardson' or 'forward'"
-            )
-        return with_error or self.method == "richardson"
+        """Whether a Jacobian or VJP plan takes two steps per element (``_fd_two_step``).
+
+        Richardson always does; with an error estimate every method does but
+        SPSA, whose samples give it their own (``_fd.jacobian_plan``).
+        """
+        if self.method == "richardson":
+            return True
+        return with_error and self.method != "stochastic"
+
+    def jvp_method(self, with_error: bool) -> str | None:
+        """The two-step method of a JVP, or ``None`` for one step.
+
+        A JVP is one directional difference, which SPSA does as a central one.
+        """
+        if self.method == "richardson" or with_error:
+            return "central" if self.method == "stochastic" else self.method
+        return None
 
     def run(self, plan: Any, fn: FlatFunction, endpoint: str, x: Arrays) -> Any:
         """Evaluate ``plan`` (at base point ``x``) with these settings."""
@@ -120,8 +129,10 @@ def fd_jacobian(
             num_samples=settings.num_samples,
             seed=settings.seed,
             sparsity=settings.pattern(x),
+            with_error=with_error,
         )
-        value, error = settings.run(plan, fn, "jacobian", x), None
+        result = settings.run(plan, fn, "jacobian", x)
+        value, error = result if with_error else (result, None)
 
     def cast(blocks: dict[str, Arrays]) -> dict[str, Arrays]:
         return {
@@ -167,8 +178,10 @@ def fd_vjp(
             num_samples=settings.num_samples,
             seed=settings.seed,
             sparsity=settings.pattern(x),
+            with_error=with_error,
         )
-        value, error = settings.run(plan, fn, "vector_jacobian_product", x), None
+        result = settings.run(plan, fn, "vector_jacobian_product", x)
+        value, error = result if with_error else (result, None)
 
     def cast(result: Arrays) -> Arrays:
         return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
@@ -201,9 +214,10 @@ def fd_jvp(
                 f"tangent for input {p!r} has shape {t.shape}, expected {x[p].shape}"
             )
         tangent[p] = t
-    if settings.two_step(with_error):
+    two_step = settings.jvp_method(with_error)
+    if two_step is not None:
         plan = two_step_jvp_plan(
-            x, tangent, list(out_paths), settings.method, settings.eps, dtypes
+            x, tangent, list(out_paths), two_step, settings.eps, dtypes
         )
         value, error = settings.run(plan, fn, "jacobian_vector_product", x)
     else:
