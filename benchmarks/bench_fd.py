@@ -71,14 +71,19 @@ def table(title, header, rows):
         print("| " + " | ".join(str(c) for c in row) + " |")
 
 
-def meshstats_counts():
+def meshstats_40():
+    """The meshstats_fd module and its example inputs on a bigger mesh: 40 points."""
     api = load_module_from_path(ROOT / "examples/meshstats_fd/tesseract_api.py")
     raw = example_inputs("meshstats_fd")
-    # a bigger mesh than the example: 40 points
     rng = np.random.default_rng(0)
     raw["mesh"]["points"] = rng.normal(size=(40, 3)).tolist()
     raw["mesh"]["n_points"] = 40
     raw["mesh"]["point_data"] = {"displacement": [[0.0, 0.0, 0.0]] * 40}
+    return api, raw
+
+
+def meshstats_counts():
+    api, raw = meshstats_40()
     inputs = api.InputSchema.model_validate(raw)
     outs = {"statistics.barycenter", "statistics.first_point_coordinates"}
     ins = {"mesh.points"}
@@ -161,12 +166,7 @@ def _without_validators(model: type) -> type:
 
 def perturbed_points():
     """Central Jacobian on meshstats: re-validated points against model copies."""
-    api = load_module_from_path(ROOT / "examples/meshstats_fd/tesseract_api.py")
-    raw = example_inputs("meshstats_fd")
-    rng = np.random.default_rng(0)
-    raw["mesh"]["points"] = rng.normal(size=(40, 3)).tolist()
-    raw["mesh"]["n_points"] = 40
-    raw["mesh"]["point_data"] = {"displacement": [[0.0, 0.0, 0.0]] * 40}
+    api, raw = meshstats_40()
     validated = api.InputSchema.model_validate(raw)
     plain = _without_validators(api.InputSchema).model_validate(raw)
     outs = {"statistics.barycenter", "statistics.first_point_coordinates"}

@@ -285,6 +285,16 @@ class Plan:
         self._accumulate(k, outputs)
         self._done += 1
 
+    def mapped(self, fn: Callable[[Any], Any]) -> Plan:
+        """The same evaluations, with ``fn`` applied to the result."""
+        return Plan(
+            self.size,
+            self._point,
+            self._describe,
+            self._accumulate,
+            lambda: fn(self._result()),
+        )
+
     def result(self) -> Any:
         """The estimate, once every evaluation has been accumulated."""
         if self._done != self.size:
@@ -481,10 +491,12 @@ def _linear_plan(
     with_error: bool = False,
 ) -> Plan:
     validate_method(method)
-    if with_error and method != "stochastic":  # two steps per element
+    if method == "richardson" or (with_error and method != "stochastic"):
+        # two steps per element; imported here, as _fd_two_step builds on this module
         from ._fd_two_step import two_step_plan
 
-        return two_step_plan(x, steps, out_paths, cotangent, method, sparsity)
+        plan = two_step_plan(x, steps, out_paths, cotangent, method, sparsity)
+        return plan if with_error else plan.mapped(lambda result: result[0])
     x = {p: np.asarray(v) for p, v in x.items()}
     elements = _elements(x)
     n = len(elements)
@@ -509,9 +521,9 @@ def _linear_plan(
             "central"  # as many samples as elements: central is exact and no dearer
         )
         if with_error:  # central with its error estimate: the two-step plan
-            from ._fd_two_step import two_step_plan
-
-            return two_step_plan(x, steps, out_paths, cotangent, method, sparsity)
+            return _linear_plan(
+                x, steps, out_paths, cotangent, method, None, None, sparsity, True
+            )
 
     m = len(directions)
     if method == "central":
@@ -777,8 +789,13 @@ def jvp_plan(
     method: str = "central",
     eps: EpsLike = None,
     dtypes: Mapping[str, np.dtype] | None = None,
+    with_error: bool = False,
 ) -> Plan:
     """Plan the JVP ``{out: sum_in J[out, in] . t[in]}`` as directional differences.
+
+    Richardson, and any method ``with_error`` (the result is then ``(jvp,
+    error)``), take two steps along each group (``_fd_two_step``); SPSA is a
+    central difference here.
 
     Central (and stochastic, which gains nothing for a JVP) evaluates
     ``f(x + h t)`` and ``f(x - h t)``; forward evaluates ``f(x + h t)`` and the
@@ -793,6 +810,12 @@ def jvp_plan(
     costs 2 evaluations (central) or 1 plus the shared base (forward).
     """
     validate_method(method)
+    if method == "richardson" or with_error:
+        from ._fd_two_step import two_step_jvp_plan  # builds on this module
+
+        two_step = "central" if method == "stochastic" else method
+        plan = two_step_jvp_plan(x, tangent, out_paths, two_step, eps, dtypes)
+        return plan if with_error else plan.mapped(lambda result: result[0])
     x = {p: np.asarray(v) for p, v in x.items()}
     t = {
         p: np.asarray(tangent.get(p, np.zeros(np.shape(v))), dtype=np.float64)

@@ -22,7 +22,6 @@ import numpy as np
 
 from ._evaluate import BatchedPlan, FlatFunction, run_plan
 from ._fd import EpsLike, jacobian_plan, jvp_plan, resolve_steps, vjp_plan
-from ._fd_two_step import two_step_jvp_plan, two_step_plan
 from ._sparsity import validate_sparsity
 
 __all__ = ["FDSettings", "fd_jacobian", "fd_jvp", "fd_vjp"]
@@ -62,25 +61,6 @@ class FDSettings:
             return None
         return validate_sparsity(self.sparsity, {p: np.shape(v) for p, v in x.items()})
 
-    def two_step(self, with_error: bool) -> bool:
-        """Whether a Jacobian or VJP plan takes two steps per element (``_fd_two_step``).
-
-        Richardson always does; with an error estimate every method does but
-        SPSA, whose samples give it their own (``_fd.jacobian_plan``).
-        """
-        if self.method == "richardson":
-            return True
-        return with_error and self.method != "stochastic"
-
-    def jvp_method(self, with_error: bool) -> str | None:
-        """The two-step method of a JVP, or ``None`` for one step.
-
-        A JVP is one directional difference, which SPSA does as a central one.
-        """
-        if self.method == "richardson" or with_error:
-            return "central" if self.method == "stochastic" else self.method
-        return None
-
     def run(self, plan: Any, fn: FlatFunction, endpoint: str, x: Arrays) -> Any:
         """Evaluate ``plan`` (at base point ``x``) with these settings."""
         if self.batch_size is not None:
@@ -114,25 +94,17 @@ def fd_jacobian(
         with_error: Return ``(jacobian, error)``, the error estimate in the
             same layout (see ``_fd_two_step``).
     """
-    steps = resolve_steps(x, settings.method, settings.eps, dtypes)
-    if settings.two_step(with_error):
-        plan = two_step_plan(
-            x, steps, list(out_paths), None, settings.method, settings.pattern(x)
-        )
-        value, error = settings.run(plan, fn, "jacobian", x)
-    else:
-        plan = jacobian_plan(
-            x,
-            steps,
-            list(out_paths),
-            method=settings.method,
-            num_samples=settings.num_samples,
-            seed=settings.seed,
-            sparsity=settings.pattern(x),
-            with_error=with_error,
-        )
-        result = settings.run(plan, fn, "jacobian", x)
-        value, error = result if with_error else (result, None)
+    plan = jacobian_plan(
+        x,
+        resolve_steps(x, settings.method, settings.eps, dtypes),
+        list(out_paths),
+        method=settings.method,
+        num_samples=settings.num_samples,
+        seed=settings.seed,
+        sparsity=settings.pattern(x),
+        with_error=with_error,
+    )
+    value, error = _split(settings.run(plan, fn, "jacobian", x), with_error)
 
     def cast(blocks: dict[str, Arrays]) -> dict[str, Arrays]:
         return {
@@ -163,25 +135,19 @@ def fd_vjp(
     if missing:
         raise ValueError(f"cotangent_vector has no value for output(s) {missing}")
     ct = {o: np.asarray(cotangent_vector[o], dtype=np.float64) for o in out_paths}
-    steps = resolve_steps(x, settings.method, settings.eps, dtypes)
-    if settings.two_step(with_error):
-        plan = two_step_plan(
-            x, steps, list(out_paths), ct, settings.method, settings.pattern(x)
-        )
-        value, error = settings.run(plan, fn, "vector_jacobian_product", x)
-    else:
-        plan = vjp_plan(
-            x,
-            steps,
-            ct,
-            method=settings.method,
-            num_samples=settings.num_samples,
-            seed=settings.seed,
-            sparsity=settings.pattern(x),
-            with_error=with_error,
-        )
-        result = settings.run(plan, fn, "vector_jacobian_product", x)
-        value, error = result if with_error else (result, None)
+    plan = vjp_plan(
+        x,
+        resolve_steps(x, settings.method, settings.eps, dtypes),
+        ct,
+        method=settings.method,
+        num_samples=settings.num_samples,
+        seed=settings.seed,
+        sparsity=settings.pattern(x),
+        with_error=with_error,
+    )
+    value, error = _split(
+        settings.run(plan, fn, "vector_jacobian_product", x), with_error
+    )
 
     def cast(result: Arrays) -> Arrays:
         return {p: v.astype(dtypes[p], copy=False) for p, v in result.items()}
@@ -214,24 +180,25 @@ def fd_jvp(
                 f"tangent for input {p!r} has shape {t.shape}, expected {x[p].shape}"
             )
         tangent[p] = t
-    two_step = settings.jvp_method(with_error)
-    if two_step is not None:
-        plan = two_step_jvp_plan(
-            x, tangent, list(out_paths), two_step, settings.eps, dtypes
-        )
-        value, error = settings.run(plan, fn, "jacobian_vector_product", x)
-    else:
-        plan = jvp_plan(
-            x,
-            tangent,
-            list(out_paths),
-            method=settings.method,
-            eps=settings.eps,
-            dtypes=dtypes,
-        )
-        value, error = settings.run(plan, fn, "jacobian_vector_product", x), None
+    plan = jvp_plan(
+        x,
+        tangent,
+        list(out_paths),
+        method=settings.method,
+        eps=settings.eps,
+        dtypes=dtypes,
+        with_error=with_error,
+    )
+    value, error = _split(
+        settings.run(plan, fn, "jacobian_vector_product", x), with_error
+    )
 
     def cast(result: Arrays) -> Arrays:
         return {o: v.astype(out_dtype(o), copy=False) for o, v in result.items()}
 
     return (cast(value), cast(error)) if with_error else cast(value)
+
+
+def _split(result: Any, with_error: bool) -> tuple[Any, Any]:
+    """``(value, error)`` of a plan's result (``error`` is ``None`` without an estimate)."""
+    return result if with_error else (result, None)

@@ -184,12 +184,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
 
         ``run_id`` is passed to every ``apply`` call of the sweep.
         """
-        flat, x, dtypes = self._prepare(inputs, jac_inputs)
-        self._check_outputs(jac_outputs)
-        fn = self._function(flat, jac_outputs, run_id)
-        return fd_jacobian(
-            fn, x, dtypes, jac_outputs, self._settings(x), self._output_dtype
-        )
+        return self._jacobian(inputs, jac_inputs, jac_outputs, run_id, False)
 
     def vector_jacobian_product(
         self,
@@ -203,10 +198,9 @@ class FiniteDifferenceTesseract(TesseractWrapper):
 
         ``run_id`` is passed to every ``apply`` call of the sweep.
         """
-        flat, x, dtypes = self._prepare(inputs, vjp_inputs)
-        self._check_outputs(vjp_outputs)
-        fn = self._function(flat, vjp_outputs, run_id, cotangent_vector)
-        return fd_vjp(fn, x, dtypes, vjp_outputs, cotangent_vector, self._settings(x))
+        return self._vjp(
+            inputs, vjp_inputs, vjp_outputs, cotangent_vector, run_id, False
+        )
 
     def jacobian_vector_product(
         self,
@@ -220,18 +214,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
 
         ``run_id`` is passed to every ``apply`` call of the sweep.
         """
-        flat, x, dtypes = self._prepare(inputs, jvp_inputs)
-        self._check_outputs(jvp_outputs)
-        fn = self._function(flat, jvp_outputs, run_id)
-        return fd_jvp(
-            fn,
-            x,
-            dtypes,
-            jvp_outputs,
-            tangent_vector,
-            self._settings(x),
-            self._output_dtype,
-        )
+        return self._jvp(inputs, jvp_inputs, jvp_outputs, tangent_vector, run_id, False)
 
     # -- with error estimates --------------------------------------------------------
 
@@ -269,18 +252,7 @@ class FiniteDifferenceTesseract(TesseractWrapper):
             >>> bool(np.all(err["loss"]["x"] < 1e-8 * np.abs(jac["loss"]["x"]).max()))
             True
         """
-        flat, x, dtypes = self._prepare(inputs, jac_inputs)
-        self._check_outputs(jac_outputs)
-        fn = self._function(flat, jac_outputs, run_id)
-        return fd_jacobian(
-            fn,
-            x,
-            dtypes,
-            jac_outputs,
-            self._settings(x),
-            self._output_dtype,
-            with_error=True,
-        )
+        return self._jacobian(inputs, jac_inputs, jac_outputs, run_id, True)
 
     def vector_jacobian_product_with_error(
         self,
@@ -295,17 +267,8 @@ class FiniteDifferenceTesseract(TesseractWrapper):
         Returns:
             ``(vjp, error)``, both ``{in: array}`` shaped like each input.
         """
-        flat, x, dtypes = self._prepare(inputs, vjp_inputs)
-        self._check_outputs(vjp_outputs)
-        fn = self._function(flat, vjp_outputs, run_id, cotangent_vector)
-        return fd_vjp(
-            fn,
-            x,
-            dtypes,
-            vjp_outputs,
-            cotangent_vector,
-            self._settings(x),
-            with_error=True,
+        return self._vjp(
+            inputs, vjp_inputs, vjp_outputs, cotangent_vector, run_id, True
         )
 
     def jacobian_vector_product_with_error(
@@ -321,21 +284,66 @@ class FiniteDifferenceTesseract(TesseractWrapper):
         Returns:
             ``(jvp, error)``, both ``{out: array}`` shaped like each output.
         """
-        flat, x, dtypes = self._prepare(inputs, jvp_inputs)
-        self._check_outputs(jvp_outputs)
-        fn = self._function(flat, jvp_outputs, run_id)
+        return self._jvp(inputs, jvp_inputs, jvp_outputs, tangent_vector, run_id, True)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _jacobian(
+        self,
+        inputs: dict,
+        ins: Sequence[str],
+        outs: Sequence[str],
+        run_id: str | None,
+        with_error: bool,
+    ) -> Any:
+        flat, x, dtypes = self._prepare(inputs, ins)
+        self._check_outputs(outs)
+        fn = self._function(flat, outs, run_id)
+        settings = self._settings(x)
+        return fd_jacobian(
+            fn, x, dtypes, outs, settings, self._output_dtype, with_error=with_error
+        )
+
+    def _vjp(
+        self,
+        inputs: dict,
+        ins: Sequence[str],
+        outs: Sequence[str],
+        cotangent_vector: Mapping[str, Any],
+        run_id: str | None,
+        with_error: bool,
+    ) -> Any:
+        flat, x, dtypes = self._prepare(inputs, ins)
+        self._check_outputs(outs)
+        fn = self._function(flat, outs, run_id, cotangent_vector)
+        settings = self._settings(x)
+        return fd_vjp(
+            fn, x, dtypes, outs, cotangent_vector, settings, with_error=with_error
+        )
+
+    def _jvp(
+        self,
+        inputs: dict,
+        ins: Sequence[str],
+        outs: Sequence[str],
+        tangent_vector: Mapping[str, Any],
+        run_id: str | None,
+        with_error: bool,
+    ) -> Any:
+        flat, x, dtypes = self._prepare(inputs, ins)
+        self._check_outputs(outs)
+        fn = self._function(flat, outs, run_id)
+        settings = self._settings(x)
         return fd_jvp(
             fn,
             x,
             dtypes,
-            jvp_outputs,
+            outs,
             tangent_vector,
-            self._settings(x),
+            settings,
             self._output_dtype,
-            with_error=True,
+            with_error=with_error,
         )
-
-    # -- internals ---------------------------------------------------------------
 
     def _settings(self, x: Mapping[str, np.ndarray]) -> FDSettings:
         eps = self.eps
