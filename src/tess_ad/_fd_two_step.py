@@ -29,7 +29,8 @@ multiplied by :data:`TRUNCATION_SAFETY`, and the rounding part added: each
 evaluated output entry is taken to carry :data:`ROUNDING_ULPS` units in the
 last place of its dtype, relative to the larger of its own magnitude and the
 root-mean-square of its output (round-off in a small entry computed from
-large ones), so a difference over a total width ``H`` carries ``2 delta / H``.
+large ones; but at most :data:`CANCELLATION` times its own magnitude), so a
+difference over a total width ``H`` carries ``2 delta / H``.
 
 A central difference with error estimate returns exactly the value a plain
 central difference gives (same points ``x +- h``) and costs ``2n`` more
@@ -65,6 +66,7 @@ from ._fd import (
 from ._sparsity import column_rows
 
 __all__ = [
+    "CANCELLATION",
     "REMAINDER_FACTOR",
     "ROUNDING_ULPS",
     "TRUNCATION_SAFETY",
@@ -75,6 +77,13 @@ __all__ = [
 
 # Units in the last place of round-off each evaluated output entry is taken to carry.
 ROUNDING_ULPS = 4.0
+# How much larger than an output entry the terms it is computed from may be: its
+# round-off is taken relative to the output's root-mean-square (an entry made
+# small by cancellation carries the round-off of its terms), but at most this
+# many times its own magnitude (an output whose entries span many decades, each
+# computed on its own scale, does not lend its largest entries' round-off to
+# its smallest).
+CANCELLATION = 1e3
 # Factor on the measured truncation error (the two-step estimate is asymptotic).
 TRUNCATION_SAFETY = 2.0
 # Richardson's remainder relative to d^2 / |value|: 1.2 for exp and sin (see the
@@ -91,7 +100,7 @@ def _rounding(values: Sequence[Any]) -> np.ndarray:
     eps = float(np.finfo(dtype if dtype.kind in "fc" else np.float64).eps)
     mag = np.max([np.abs(a.astype(np.float64)) for a in arrays], axis=0)
     rms = float(np.sqrt(np.mean(mag**2))) if mag.size else 0.0
-    return ROUNDING_ULPS * eps * np.maximum(mag, rms)
+    return ROUNDING_ULPS * eps * np.minimum(np.maximum(mag, rms), CANCELLATION * mag)
 
 
 def _estimate(method: str, value: Any, diff: Any, rounding: Any) -> np.ndarray:

@@ -16,12 +16,19 @@ to every differentiable input:
 4. ``torch``: backward passes through :func:`tess_ad.torch.apply_tesseract`.
 
 The adapters go through the Tesseract's own endpoints when it has any, and
-through finite differences otherwise. Every way must agree with the
-reference within ``--rtol`` (relative to the largest entry of each Jacobian
-block). A hand-written gradient that is wrong shows up as its endpoint
-disagreeing with ``finite differences``: the exit status is 1. A target that
-cannot be loaded, or inputs that do not fit its schema, give a one-line error
-and exit status 2 (``--debug`` shows the traceback).
+through finite differences otherwise. The reference comes with an error
+estimate per entry (:meth:`~tess_ad._proxy.FiniteDifferenceTesseract.jacobian_with_error`:
+truncation measured from two steps, plus rounding from the outputs' magnitude
+and dtype), and every way must agree with it entry by entry within
+:data:`K` times that estimate plus the way's own rounding (and ``--rtol``
+times the block's largest entry, when given). So a correct float32
+Tesseract, whose finite differences are noisy, is not reported wrong; a
+reference too noisy to tell a right way from a 10% wrong one says
+"inconclusive" with the fix, rather than "disagrees". A hand-written gradient
+that is wrong shows up as its endpoint disagreeing with ``finite
+differences``, with the entry where it is worst: the exit status is 1. A
+target that cannot be loaded, or inputs that do not fit its schema, give a
+one-line error and exit status 2 (``--debug`` shows the traceback).
 
 The framework adapters are imported only when this command runs, so
 ``import tess_ad`` stays free of jax and torch.
@@ -47,7 +54,8 @@ from rich.table import Table
 
 from ._client import ENDPOINTS, ClientWrapper, endpoint_label
 from ._endpoints import Endpoints
-from ._fd import ACCURACY, METHODS
+from ._fd import METHODS
+from ._fd_two_step import ROUNDING_ULPS
 from ._paths import get_at_path
 from ._proxy import with_finite_differences
 from ._runtime import require_runtime
@@ -59,20 +67,16 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Tolerances relative to each Jacobian block's largest entry. Finite differences in
-# float64 are this good; in a less precise dtype the error grows with eps^(2/3)
-# (central) or eps^(1/2) (forward), see default_rtol.
-DEFAULT_RTOL = {"central": 1e-5, "forward": 1e-3, "stochastic": 0.5, "richardson": 1e-5}
-
-
-def default_rtol(method: str, dtypes: Sequence[Any]) -> float:
-    """The default ``--rtol``: by method, widened for the least precise dtype involved."""
-    floats = [np.dtype(d) for d in dtypes if d is not None and np.dtype(d).kind == "f"]
-    eps = max(
-        (float(np.finfo(d).eps) for d in floats),
-        default=float(np.finfo(np.float64).eps),
-    )
-    return max(DEFAULT_RTOL[method], 100.0 * eps ** ACCURACY[method])
+# An entry agrees when |way - reference| <= K * (the reference's estimated error
+# + the way's own rounding). The estimate already bounds the true error (with a
+# safety factor on its truncation part, see _fd_two_step); K leaves room for the
+# way's own error, which is of the same kind (an FD proxy behind the adapters).
+K = 2.0
+# A pair is "inconclusive" when, at an entry that matters (at least SIGNIFICANT
+# times the block's largest), K times the reference's estimated error exceeds
+# this fraction of the entry: the reference cannot tell right from 10% wrong.
+INCONCLUSIVE = 0.1
+SIGNIFICANT = 1e-3
 
 
 class CheckError(Exception):
@@ -211,7 +215,7 @@ class Way:
     seconds: float = 0.0
     error: str | None = None
     note: str = ""
-    diffs: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    diffs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def _run_way(
@@ -321,14 +325,79 @@ def _rows(
 # --------------------------------------------------------------------------
 
 
-def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
-    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+def _compare(
+    ref: np.ndarray, got: np.ndarray, error: np.ndarray, rtol: float | None
+) -> dict[str, Any]:
+    """One way's block against the reference's: the verdict and the worst entry.
+
+    Returns ``max_abs_diff``, ``max_rel_diff`` (relative to the block's
+    largest entry, in the reference or the way), ``verdict`` (``"agrees"``, ``"disagrees"``,
+    ``"inconclusive"``), ``ok`` (not ``"disagrees"``) and ``worst``: the
+    entry that exceeds its allowance the most (``index`` into the block,
+    ``expected``, ``actual``, ``allowed``).
+    """
+    got_raw = np.asarray(got)
+    ref, got = np.asarray(ref, np.float64), got_raw.astype(np.float64)
     if ref.shape != got.shape:
-        return float("inf"), float("inf")
-    diff = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
-    return diff, rel
+        return {
+            "max_abs_diff": float("inf"),
+            "max_rel_diff": float("inf"),
+            "verdict": "disagrees",
+            "ok": False,
+            "worst": {"shape": list(got.shape), "expected_shape": list(ref.shape)},
+        }
+    diff = np.abs(got - ref)
+    # the block's size: the reference's or the way's largest entry (a reference
+    # swamped by noise can be exactly zero where the way is not)
+    scale = float(max(np.max(np.abs(ref)), np.max(np.abs(got)))) if ref.size else 0.0
+    kind = got_raw.dtype if got_raw.dtype.kind in "fc" else np.dtype(np.float64)
+    rounding = ROUNDING_ULPS * float(np.finfo(kind).eps) * np.abs(got)
+    allowed = K * (np.asarray(error, np.float64) + rounding)
+    if rtol is not None:
+        allowed = allowed + rtol * scale
+    max_diff = float(np.max(diff)) if diff.size else 0.0
+    rel = max_diff / scale if scale > 0 else (0.0 if max_diff == 0 else float("inf"))
+    worst: dict[str, Any] = {}
+    if diff.size:
+        i = np.unravel_index(int(np.argmax(diff - allowed)), diff.shape)
+        worst = {
+            "index": [int(j) for j in i],
+            "expected": float(ref[i]),
+            "actual": float(got[i]),
+            "allowed": float(allowed[i]),
+        }
+    if np.any(diff > allowed):
+        verdict = "disagrees"
+    elif _too_noisy(ref, got, np.asarray(error, np.float64), scale):
+        verdict = "inconclusive"
+    else:
+        verdict = "agrees"
+    return {
+        "max_abs_diff": max_diff,
+        "max_rel_diff": rel,
+        "verdict": verdict,
+        "ok": verdict != "disagrees",
+        "worst": worst,
+    }
+
+
+def _too_noisy(
+    ref: np.ndarray, got: np.ndarray, error: np.ndarray, scale: float
+) -> bool:
+    """Whether the reference cannot tell a right entry from a 10% wrong one.
+
+    Asked of the entries that matter in the block (at least
+    :data:`SIGNIFICANT` times its largest, in the reference or the way):
+    entries far below the block's size, or zero in both, are not evidence
+    either way.
+    """
+    size = np.maximum(np.abs(ref), np.abs(got))
+    matters = size >= SIGNIFICANT * scale if scale > 0 else np.zeros(size.shape, bool)
+    return bool(np.any(matters & (K * error > INCONCLUSIVE * size)))
+
+
+def _element(path: str, index: Sequence[int]) -> str:
+    return f"{path}[{', '.join(map(str, index))}]" if index else path
 
 
 def run_check(
@@ -352,6 +421,12 @@ def run_check(
     if method not in METHODS:
         raise CheckError(
             f"--method must be one of {', '.join(METHODS)}, got {method!r}"
+        )
+    if method == "stochastic":
+        raise CheckError(
+            "--method stochastic cannot be the reference: SPSA estimates are "
+            "random (a few samples), so a correct endpoint would disagree with "
+            "them by chance. Use --method central (the default) or richardson."
         )
     client, folder = load_target(target)
     inputs = load_inputs(inputs_file, folder)
@@ -382,26 +457,27 @@ def run_check(
             "nothing to differentiate: the Tesseract has no differentiable inputs or outputs here"
         )
 
-    if rtol is None:
-        rtol = default_rtol(
-            method,
-            [flat[p].compute_dtype for p in in_paths]
-            + [out_flat[o].compute_dtype for o in out_paths],
-        )
     shapes = {o: out_flat[o].shape or () for o in out_paths}
     n = sum(int(np.prod(flat[p].shape or ())) for p in in_paths)
     if progress is None:
         progress = sys.stderr.isatty() and 2 * n > 40
     own = Endpoints(client)
     has_own = own.has_reverse or own.has_forward
+    estimate: dict[str, dict[str, np.ndarray]] = {}
+
+    def reference_fd(c: Any) -> dict:
+        jac, err = with_finite_differences(
+            c, method=method, progress=progress
+        ).jacobian_with_error(inputs, in_paths, out_paths)
+        estimate.update(err)
+        return jac
+
     ways = [
         _run_way(
             "finite differences",
             client,
-            lambda c: with_finite_differences(
-                c, method=method, progress=progress
-            ).jacobian(inputs=inputs, jac_inputs=in_paths, jac_outputs=out_paths),
-            f"{method} differences of apply",
+            reference_fd,
+            f"{method} differences of apply, with error estimates",
         )
     ]
     for route, name, present, how in (
@@ -435,7 +511,8 @@ def run_check(
         )
 
     reference = ways[0]
-    failures = []
+    failures: list[str] = []
+    where: list[str] = []
     for way in ways:
         if way.error is not None:
             failures.append(f"{way.name}: {way.error}")
@@ -445,17 +522,29 @@ def run_check(
             continue
         for o in out_paths:
             for p in in_paths:
-                way.diffs[(o, p)] = _compare(
-                    reference.jacobian[o][p], way.jacobian[o][p]
+                pair = way.diffs[(o, p)] = _compare(
+                    reference.jacobian[o][p], way.jacobian[o][p], estimate[o][p], rtol
                 )
-                if not way.diffs[(o, p)][1] <= rtol:
+                if pair["verdict"] == "disagrees":
                     failures.append(
                         f"{way.name} disagrees with {reference.name} on d {o} / d {p}"
                     )
+                    worst = pair["worst"]
+                    if "index" in worst:
+                        n_out = len(shapes[o])
+                        where.append(
+                            f"{way.name}: d {_element(o, worst['index'][:n_out])} / "
+                            f"d {_element(p, worst['index'][n_out:])} is "
+                            f"{worst['actual']:.6g}, finite differences give "
+                            f"{worst['expected']:.6g} (allowed difference "
+                            f"{worst['allowed']:.2g})"
+                        )
     return {
         "target": target,
         "method": method,
         "rtol": rtol,
+        "k": K,
+        "where": where,
         "reference": reference.name,
         "inputs_paths": in_paths,
         "outputs_paths": out_paths,
@@ -467,14 +556,7 @@ def run_check(
                 "seconds": w.seconds,
                 "error": w.error,
                 "pairs": [
-                    {
-                        "output": o,
-                        "input": p,
-                        "max_abs_diff": d[0],
-                        "max_rel_diff": d[1],
-                        "ok": d[1] <= rtol,
-                    }
-                    for (o, p), d in w.diffs.items()
+                    {"output": o, "input": p, **d} for (o, p), d in w.diffs.items()
                 ],
             }
             for w in ways
@@ -518,11 +600,11 @@ def print_report(report: dict, console: Console) -> None:
                 pair = next(
                     x for x in w["pairs"] if x["output"] == o and x["input"] == p
                 )
-                verdict = (
-                    "[green]agrees[/green]"
-                    if pair["ok"]
-                    else "[bold red]DISAGREES[/bold red]"
-                )
+                verdict = {
+                    "agrees": "[green]agrees[/green]",
+                    "inconclusive": "[yellow]inconclusive[/yellow]",
+                    "disagrees": "[bold red]DISAGREES[/bold red]",
+                }[pair["verdict"]]
                 table.add_row(
                     name,
                     f"{pair['max_abs_diff']:.2e}",
@@ -531,14 +613,32 @@ def print_report(report: dict, console: Console) -> None:
                     verdict,
                 )
             console.print(table)
-    if report["ok"]:
+    within = f"{report['k']:g} x the reference's estimated error" + (
+        f" + rtol={report['rtol']:g}" if report["rtol"] is not None else ""
+    )
+    inconclusive = sorted(
+        {
+            f"d {p['output']} / d {p['input']}"
+            for w in report["ways"]
+            for p in w["pairs"]
+            if p["verdict"] == "inconclusive"
+        }
+    )
+    if inconclusive:
         console.print(
-            f"[bold green]OK[/bold green]: every way agrees within rtol={report['rtol']:g}"
+            f"[yellow]inconclusive[/yellow] on {', '.join(inconclusive)}: the "
+            "finite-difference reference is too noisy there to tell a right "
+            "gradient from a 10% wrong one. Try --method richardson, other "
+            "inputs, or a float64 build of the Tesseract."
         )
+    if report["ok"]:
+        console.print(f"[bold green]OK[/bold green]: every way agrees within {within}")
     else:
-        console.print(f"[bold red]FAILED[/bold red] (rtol={report['rtol']:g}):")
+        console.print(f"[bold red]FAILED[/bold red] (within {within}):")
         for f in report["failures"]:
             console.print(f"  - {f}")
+        for w in report["where"]:
+            console.print(f"    worst: {w}")
 
 
 @app.command()
@@ -556,7 +656,8 @@ def check(
     method: Annotated[
         str,
         typer.Option(
-            help="Finite-difference method: central, forward, richardson or stochastic."
+            help="Finite-difference method of the reference: central, richardson "
+            "or forward (stochastic is refused: its estimates are random)."
         ),
     ] = "central",
     inputs_paths: Annotated[
@@ -574,7 +675,8 @@ def check(
     rtol: Annotated[
         float | None,
         typer.Option(
-            help="Tolerance relative to each block's largest entry (default by method)."
+            help="Extra tolerance, relative to each block's largest entry, on top "
+            "of the reference's estimated error (default: none)."
         ),
     ] = None,
     as_json: Annotated[
