@@ -238,3 +238,44 @@ def test_stochastic_is_refused_as_the_reference():
     result = runner.invoke(app, ["check", str(WRONG), "--method", "stochastic"])
     assert result.exit_code == 2
     assert "cannot be the reference" in result.stderr
+
+
+def test_version_short_help_and_module_entry_point():
+    import tess_ad
+
+    assert (
+        runner.invoke(app, ["--version"]).stdout.strip()
+        == f"tess-ad {tess_ad.__version__}"
+    )
+    assert "--method" in runner.invoke(app, ["check", "-h"]).stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "tess_ad", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == f"tess-ad {tess_ad.__version__}"
+
+
+def test_which_inputs_file_is_used(tmp_path):
+    """example_inputs.json first, then test_cases_inputs/, test_cases/ and *inputs*.json;
+    the {"inputs": ...} wrapper is unwrapped even beside an endpoint's other arguments."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "tesseract_api.py").write_text((example_api("rosenbrock")).read_text())
+    x = {"x": [0.5, -1.0, 2.0], "a": 1.0, "b": 100.0}
+    # alphabetically first, but a JVP request: its inputs are still the inputs
+    (folder / "example_jvp_inputs.json").write_text(
+        json.dumps({"inputs": x, "jvp_inputs": ["x"], "jvp_outputs": ["loss"]})
+    )
+    report = json.loads(check(folder, "--json").stdout)
+    assert report["inputs_file"].endswith("example_jvp_inputs.json") and report["ok"]
+    (folder / "test_cases_inputs").mkdir()
+    (folder / "test_cases_inputs" / "case.json").write_text(json.dumps({"inputs": x}))
+    report = json.loads(check(folder, "--json").stdout)
+    assert report["inputs_file"].endswith("case.json")
+    (folder / "example_inputs.json").write_text(json.dumps({"inputs": x}))
+    result = check(folder)
+    assert f"inputs: {folder / 'example_inputs.json'}" in result.stdout.replace(
+        "\n", ""
+    )

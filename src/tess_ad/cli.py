@@ -65,6 +65,7 @@ app = typer.Typer(
     help="Differentiate Tesseracts from JAX and PyTorch, and check their gradients.",
     add_completion=False,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # An entry agrees when |way - reference| <= K * (the reference's estimated error
@@ -83,8 +84,26 @@ class CheckError(Exception):
     """A one-line, user-facing error (bad target, bad inputs)."""
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"tess-ad {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Differentiate Tesseracts from JAX and PyTorch, and check their gradients."""
 
 
@@ -132,33 +151,58 @@ def load_target(target: str) -> tuple[Any, Path | None]:
         raise CheckError(f"cannot load {path}: {_first_line(cause)}") from exc
 
 
-def load_inputs(inputs_file: Path | None, folder: Path | None) -> dict:
-    """The inputs from ``--inputs``, or the example inputs beside the Tesseract."""
-    if inputs_file is None:
-        candidates = []
-        if folder is not None:
-            preferred = folder / "example_inputs.json"
-            candidates = (
-                [preferred]
-                if preferred.exists()
-                else sorted(folder.glob("*inputs*.json"))
-            )
-        if not candidates:
-            raise CheckError(
-                "no inputs: pass --inputs FILE (a JSON file with the inputs, or {'inputs': ...})"
-            )
-        inputs_file = candidates[0]
-    try:
-        data = json.loads(Path(inputs_file).read_text())
-    except FileNotFoundError:
-        raise CheckError(f"--inputs: no such file {inputs_file}") from None
-    except json.JSONDecodeError as exc:
-        raise CheckError(f"--inputs: {inputs_file} is not valid JSON ({exc})") from None
-    if isinstance(data, dict) and set(data) == {"inputs"}:
-        data = data["inputs"]
-    if not isinstance(data, dict):
-        raise CheckError(f"--inputs: {inputs_file} must hold a JSON object of inputs")
+def _input_candidates(folder: Path) -> list[Path]:
+    """Where a Tesseract keeps example inputs, in the order they are tried."""
+    found = [folder / "example_inputs.json"]
+    for sub in ("test_cases_inputs", "test_cases"):
+        found.extend(sorted((folder / sub).glob("*.json")))
+    found.extend(sorted(folder.glob("*inputs*.json")))
+    return [p for p in dict.fromkeys(found) if p.is_file()]
+
+
+def _unwrap(data: Any) -> Any:
+    """The inputs of a JSON document.
+
+    Bare, ``{"inputs": ...}`` (also with an endpoint's other arguments beside
+    it) or ``{"payload": {"inputs": ...}}``.
+    """
+    if isinstance(data, dict) and isinstance(data.get("payload"), dict):
+        data = data["payload"]
+    if isinstance(data, dict) and isinstance(data.get("inputs"), dict):
+        return data["inputs"]
     return data
+
+
+def load_inputs(inputs_file: Path | None, folder: Path | None) -> tuple[dict, Path]:
+    """The inputs, and the file they came from.
+
+    ``--inputs FILE`` first; otherwise ``example_inputs.json`` beside the
+    Tesseract, then ``test_cases_inputs/*.json``, ``test_cases/*.json`` and
+    ``*inputs*.json``, the first that holds a JSON object of inputs.
+    """
+    if inputs_file is not None:
+        files = [Path(inputs_file)]
+    elif folder is not None:
+        files = _input_candidates(folder)
+    else:
+        files = []
+    if not files:
+        raise CheckError(
+            "no inputs: pass --inputs FILE (a JSON file with the inputs, or {'inputs': ...})"
+        )
+    problems = []
+    for path in files:
+        try:
+            data = _unwrap(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise CheckError(f"--inputs: no such file {path}") from None
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path} is not valid JSON ({exc})")
+            continue
+        if isinstance(data, dict):
+            return data, path
+        problems.append(f"{path} does not hold a JSON object of inputs")
+    raise CheckError(f"--inputs: {'; '.join(problems)}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -429,7 +473,7 @@ def run_check(
             "them by chance. Use --method central (the default) or richardson."
         )
     client, folder = load_target(target)
-    inputs = load_inputs(inputs_file, folder)
+    inputs, used = load_inputs(inputs_file, folder)
     schema = tesseract_schema(client)
     try:
         flat = schema.inputs.flatten(inputs)
@@ -541,6 +585,7 @@ def run_check(
                         )
     return {
         "target": target,
+        "inputs_file": str(used),
         "method": method,
         "rtol": rtol,
         "k": K,
@@ -568,6 +613,7 @@ def run_check(
 
 def print_report(report: dict, console: Console) -> None:
     """Rich tables: one summary of the ways, one per output/input pair."""
+    console.print(f"inputs: {report['inputs_file']}", highlight=False)
     summary = Table(title=f"tess-ad check {report['target']}", title_justify="left")
     for col in ("way", "how", "endpoint calls", "seconds"):
         summary.add_column(col)
@@ -650,7 +696,8 @@ def check(
         Path | None,
         typer.Option(
             "--inputs",
-            help="JSON inputs (default: *inputs*.json beside the Tesseract).",
+            help="JSON inputs (default: example_inputs.json beside the Tesseract, "
+            "then test_cases_inputs/, test_cases/, *inputs*.json).",
         ),
     ] = None,
     method: Annotated[
