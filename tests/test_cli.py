@@ -279,3 +279,42 @@ def test_which_inputs_file_is_used(tmp_path):
     assert f"inputs: {folder / 'example_inputs.json'}" in result.stdout.replace(
         "\n", ""
     )
+
+
+FAILS = Path(__file__).parent / "tesseracts" / "fails_mid_sweep"
+
+
+@pytest.mark.parametrize("message", ["x is beyond the limit", ""])
+def test_an_apply_failing_mid_sweep_is_reported_once_with_exit_2(tmp_path, message):
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(
+        json.dumps({"inputs": {"x": [0.5, 2.0, 1.0], "message": message}})
+    )
+    result = check(FAILS, "--inputs", inputs)
+    assert result.exit_code == 2
+    out = result.stdout.replace("\n", " ")
+    shown = message or "(no message)"
+    assert out.count(f"ValueError: {shown}") == 1, out
+    assert "COULD NOT CHECK" in out and "Traceback" not in out
+    report = json.loads(check(FAILS, "--inputs", inputs, "--json").stdout)
+    assert report["status"] == "error" and not report["ok"]
+    assert report["errors"][0]["way"] == "finite differences"
+    assert report["errors"][0]["error"].startswith(f"ValueError: {shown}")
+
+
+def test_frameworks_option_and_a_missing_framework_is_skipped(monkeypatch):
+    report = json.loads(check(WRONG, "--json", "--frameworks", "jax").stdout)
+    assert [w["name"] for w in report["ways"]][-1] == "jax"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torch" else real(name, *a),
+    )
+    result = check(EXAMPLES / "rosenbrock")
+    assert result.exit_code == 0
+    assert "skipped torch: torch is not installed" in result.stdout.replace("\n", " ")
+    bad = runner.invoke(app, ["check", str(WRONG), "--frameworks", "tensorflow"])
+    assert bad.exit_code == 2 and "'tensorflow'" in bad.stderr

@@ -36,6 +36,7 @@ The framework adapters are imported only when this command runs, so
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -206,13 +207,25 @@ def load_inputs(inputs_file: Path | None, folder: Path | None) -> tuple[dict, Pa
 
 
 def _first_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line.
+
+    An in-process Tesseract wraps its endpoint's exception in a
+    ``RuntimeError`` whose text is the traceback followed by "Error running
+    Tesseract API <endpoint>: ..."; the endpoint's own exception (the last
+    line of that traceback) is what is reported, with where it was raised.
+    """
     text = str(exc).strip().splitlines()
     lines = [
         line
         for line in text
         if line.strip() and not line.startswith(("Traceback", "  "))
     ]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}".strip()
+    for i, line in enumerate(lines):
+        if line.startswith("Error running Tesseract API ") and i > 0:
+            endpoint = line[len("Error running Tesseract API ") :].split(":", 1)[0]
+            kind, _, message = lines[i - 1].partition(":")
+            return f"{kind}: {message.strip() or '(no message)'} (in the Tesseract's {endpoint})"
+    return f"{type(exc).__name__}: {lines[-1] if lines else '(no message)'}"
 
 
 # --------------------------------------------------------------------------
@@ -466,6 +479,11 @@ def run_check(
         raise CheckError(
             f"--method must be one of {', '.join(METHODS)}, got {method!r}"
         )
+    unknown = sorted(set(frameworks) - {"jax", "torch"})
+    if unknown:
+        raise CheckError(
+            f"--frameworks: unknown {', '.join(map(repr, unknown))}; use jax and/or torch"
+        )
     if method == "stochastic":
         raise CheckError(
             "--method stochastic cannot be the reference: SPSA estimates are "
@@ -508,6 +526,7 @@ def run_check(
     own = Endpoints(client)
     has_own = own.has_reverse or own.has_forward
     estimate: dict[str, dict[str, np.ndarray]] = {}
+    skipped: list[dict[str, str]] = []
 
     def reference_fd(c: Any) -> dict:
         jac, err = with_finite_differences(
@@ -545,6 +564,14 @@ def run_check(
     ):
         if name not in frameworks:
             continue
+        if importlib.util.find_spec(name) is None:
+            skipped.append(
+                {
+                    "way": name,
+                    "reason": f"{name} is not installed (pip install 'tess-ad[{name}]')",
+                }
+            )
+            continue
 
         def compute(c: Any, fn: Callable = fn) -> dict:
             target_client = c if has_own else with_finite_differences(c, method=method)
@@ -557,9 +584,9 @@ def run_check(
     reference = ways[0]
     failures: list[str] = []
     where: list[str] = []
+    errors = [{"way": w.name, "error": w.error} for w in ways if w.error is not None]
     for way in ways:
         if way.error is not None:
-            failures.append(f"{way.name}: {way.error}")
             continue
         assert way.jacobian is not None  # _run_way sets it whenever error is None
         if reference.jacobian is None or way is reference:
@@ -583,8 +610,12 @@ def run_check(
                             f"{worst['expected']:.6g} (allowed difference "
                             f"{worst['allowed']:.2g})"
                         )
+    status = "error" if errors else ("disagrees" if failures else "agrees")
     return {
         "target": target,
+        "status": status,
+        "errors": errors,
+        "skipped": skipped,
         "inputs_file": str(used),
         "method": method,
         "rtol": rtol,
@@ -606,7 +637,7 @@ def run_check(
             }
             for w in ways
         ],
-        "ok": not failures,
+        "ok": status == "agrees",
         "failures": failures,
     }
 
@@ -636,16 +667,18 @@ def print_report(report: dict, console: Console) -> None:
             for name, w in ways.items():
                 cost = (w["calls"], f"{w['seconds']:.3f}")
                 if w["error"] is not None:
-                    table.add_row(
-                        name, "-", "-", *cost, f"[red]error: {w['error']}[/red]"
-                    )
+                    table.add_row(name, "-", "-", *cost, "[red]error (below)[/red]")
                     continue
                 if name == report["reference"]:
                     table.add_row(name, "-", "-", *cost, "reference")
                     continue
                 pair = next(
-                    x for x in w["pairs"] if x["output"] == o and x["input"] == p
+                    (x for x in w["pairs"] if x["output"] == o and x["input"] == p),
+                    None,
                 )
+                if pair is None:  # the reference failed: nothing to compare with
+                    table.add_row(name, "-", "-", *cost, "not compared")
+                    continue
                 verdict = {
                     "agrees": "[green]agrees[/green]",
                     "inconclusive": "[yellow]inconclusive[/yellow]",
@@ -677,7 +710,24 @@ def print_report(report: dict, console: Console) -> None:
             "gradient from a 10% wrong one. Try --method richardson, other "
             "inputs, or a float64 build of the Tesseract."
         )
-    if report["ok"]:
+    for skip in report["skipped"]:
+        console.print(f"skipped {skip['way']}: {skip['reason']}", highlight=False)
+    for err in report["errors"]:
+        hint = (
+            " (a served Tesseract: run its server with TESSERACT_DEBUG=1 to get "
+            "its traceback in the response)"
+            if "500" in err["error"] or "Internal Server Error" in err["error"]
+            else ""
+        )
+        console.print(
+            f"[bold red]error[/bold red] in {err['way']}: {escape(err['error'])}{hint}",
+            highlight=False,
+        )
+    if report["status"] == "error":
+        console.print(
+            "[bold red]COULD NOT CHECK[/bold red]: the Tesseract raised (above)."
+        )
+    elif report["ok"]:
         console.print(f"[bold green]OK[/bold green]: every way agrees within {within}")
     else:
         console.print(f"[bold red]FAILED[/bold red] (within {within}):")
@@ -736,6 +786,14 @@ def check(
             help="Progress bar of the FD sweep (default: on a terminal, for long sweeps).",
         ),
     ] = None,
+    frameworks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--frameworks",
+            help="Framework ways to run: jax, torch (default: both; one not "
+            "installed is skipped with a note).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Compare a Tesseract's derivatives four ways; exit 1 if any disagree."""
@@ -748,6 +806,7 @@ def check(
             inputs_paths,
             outputs_paths,
             rtol,
+            frameworks=tuple(frameworks) if frameworks else ("jax", "torch"),
             progress=progress,
         )
     except CheckError as exc:
@@ -761,7 +820,7 @@ def check(
         print(json.dumps(report, indent=2))
     else:
         print_report(report, console)
-    raise typer.Exit(0 if report["ok"] else 1)
+    raise typer.Exit({"agrees": 0, "disagrees": 1}.get(report["status"], 2))
 
 
 def main() -> None:
