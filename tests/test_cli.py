@@ -318,3 +318,31 @@ def test_frameworks_option_and_a_missing_framework_is_skipped(monkeypatch):
     assert "skipped torch: torch is not installed" in result.stdout.replace("\n", " ")
     bad = runner.invoke(app, ["check", str(WRONG), "--frameworks", "tensorflow"])
     assert bad.exit_code == 2 and "'tensorflow'" in bad.stderr
+
+
+DEFAULTED = Path(__file__).parent / "tesseracts" / "defaulted_wrong"
+
+
+def test_a_differentiable_input_left_at_its_default_is_checked():
+    """``s`` is not in the example inputs; its default is filled in, differentiated
+    and found wrong; --inputs-paths may name it."""
+    report = json.loads(check(DEFAULTED, "--json").stdout)
+    assert report["inputs_paths"] == ["x", "s"]
+    assert (
+        "VJP endpoint disagrees with finite differences on d y / d s"
+        in report["failures"]
+    )
+    assert not any("d y / d x" in f for f in report["failures"])
+    only_s = check(DEFAULTED, "--inputs-paths", "s")
+    assert only_s.exit_code == 1
+
+
+@pytest.mark.served
+def test_a_defaulted_input_is_checked_on_a_served_tesseract(served_tesseract):
+    from tess_ad._client import url_of
+
+    url = url_of(served_tesseract("defaulted_wrong"))
+    assert url is not None
+    inputs = DEFAULTED / "example_inputs.json"
+    report = json.loads(check(url, "--inputs", inputs, "--json").stdout)
+    assert report["inputs_paths"] == ["x", "s"] and report["status"] == "disagrees"

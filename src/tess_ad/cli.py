@@ -206,6 +206,41 @@ def load_inputs(inputs_file: Path | None, folder: Path | None) -> tuple[dict, Pa
     raise CheckError(f"--inputs: {'; '.join(problems)}")
 
 
+def with_defaults(inputs: dict, openapi: dict) -> dict:
+    """The inputs with every field the schema gives a default filled in (nested too).
+
+    A ``Differentiable`` input left at its default is still an input whose
+    derivatives the Tesseract computes: it is checked like the others.
+    """
+    schemas = openapi.get("components", {}).get("schemas", {})
+
+    def resolve(node: Any) -> Any:
+        seen = 0
+        while isinstance(node, dict) and "$ref" in node and seen < 32:
+            node = schemas.get(node["$ref"].rsplit("/", 1)[-1], {})
+            seen += 1
+        return node
+
+    def fill(value: Any, node: Any, depth: int = 0) -> Any:
+        node = resolve(node)
+        props = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(value, dict) or not props or depth > 32:
+            return value
+        if props.get("object_type", {}).get("const") == "array":
+            return value  # an encoded array, not a model
+        out = dict(value)
+        for name, prop in props.items():
+            if name in out:
+                out[name] = fill(out[name], prop, depth + 1)
+            elif isinstance(prop, dict) and "default" in prop:
+                out[name] = prop["default"]
+        return out
+
+    payload = resolve(schemas.get("ApplyInputSchema", {}))
+    inputs_node = payload.get("properties", {}).get("inputs", {})
+    return fill(inputs, inputs_node)
+
+
 def _first_line(exc: BaseException) -> str:
     """``Type: message`` of an exception, on one line.
 
@@ -492,6 +527,7 @@ def run_check(
         )
     client, folder = load_target(target)
     inputs, used = load_inputs(inputs_file, folder)
+    inputs = with_defaults(inputs, client.openapi_schema)
     schema = tesseract_schema(client)
     try:
         flat = schema.inputs.flatten(inputs)
