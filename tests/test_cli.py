@@ -360,3 +360,11 @@ def test_a_defaulted_input_is_checked_on_a_served_tesseract(served_tesseract):
     inputs = DEFAULTED / "example_inputs.json"
     report = json.loads(check(url, "--inputs", inputs, "--json").stdout)
     assert report["inputs_paths"] == ["x", "s"] and report["status"] == "disagrees"
+
+
+def test_json_is_a_document_also_when_the_check_cannot_run(tmp_path):
+    result = check(tmp_path / "missing", "--json")
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert document["status"] == "error" and not document["ok"]
+    assert "no such tesseract_api.py" in document["errors"][0]["error"]

@@ -9,6 +9,10 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._cache import CacheCorruptionWarning as CacheCorruptionWarning
+from ._check import CheckError as CheckError
+from ._check import Report as Report
+from ._check import assert_gradients as assert_gradients
+from ._check import check_gradients as check_gradients
 from ._dropin import finite_difference_jacobian as finite_difference_jacobian
 from ._dropin import finite_difference_jvp as finite_difference_jvp
 from ._dropin import finite_difference_vjp as finite_difference_vjp
@@ -36,15 +40,19 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "ArraySpec",
     "CacheCorruptionWarning",
+    "CheckError",
     "FDNonFiniteError",
     "FlatTree",
     "Leaf",
     "NoGradientRouteError",
+    "Report",
     "SchemaError",
     "TesseractConnectionError",
     "TesseractSchema",
     "TreeSchema",
     "as_numpy",
+    "assert_gradients",
+    "check_gradients",
     "check_sparsity",
     "finite_difference_jacobian",
     "finite_difference_jvp",

@@ -1,0 +1,843 @@
+"""Check a Tesseract's derivatives every way: the engine of ``tess-ad check`` and its Python API.
+
+:func:`check_gradients` computes the Jacobian of every differentiable output
+with respect to every differentiable input:
+
+1. ``finite differences``: :func:`tess_ad.with_finite_differences` on its
+   ``apply``, the reference (it trusts nothing but ``apply``), with an error
+   estimate per entry (central differences at two steps: the truncation
+   measured, the rounding from the outputs' magnitude and dtype);
+2. each of the Tesseract's own gradient endpoints that it has, on its own:
+   ``jacobian endpoint``, ``VJP endpoint`` (one VJP per output element) and
+   ``JVP endpoint`` (one JVP per input element), so that a wrong one cannot
+   hide behind a right one;
+3. ``jax``: ``jax.vjp`` through :func:`tess_ad.jax.apply_tesseract`;
+4. ``torch``: backward passes through :func:`tess_ad.torch.apply_tesseract`.
+
+and compares every way with the reference entry by entry: an entry agrees
+when the difference is within :data:`K` times the reference's estimated
+error plus the way's own rounding. So a correct float32 Tesseract, whose
+finite differences are noisy, is not reported wrong; a reference too noisy to
+tell a right entry from a 10% wrong one makes the pair "inconclusive". The
+result is a :class:`Report`; :func:`assert_gradients` turns a failed one into
+an ``AssertionError`` for a test suite. The framework adapters are imported
+only when a check runs, so ``import tess_ad`` stays free of jax and torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from ._client import ENDPOINTS, ClientWrapper, endpoint_label, remote_target
+from ._endpoints import Endpoints
+from ._fd import METHODS
+from ._fd_two_step import ROUNDING_ULPS
+from ._paths import get_at_path
+from ._proxy import with_finite_differences
+from ._runtime import require_runtime
+from ._schema import as_numpy, tesseract_schema
+
+__all__ = [
+    "CheckError",
+    "Report",
+    "assert_gradients",
+    "check_gradients",
+    "run_check",
+]
+
+# An entry agrees when |way - reference| <= K * (the reference's estimated error
+# + the way's own rounding). The estimate already bounds the true error (with a
+# safety factor on its truncation part, see _fd_two_step); K leaves room for the
+# way's own error, which is of the same kind (an FD proxy behind the adapters).
+K = 2.0
+# A pair is "inconclusive" when, at an entry that matters (at least SIGNIFICANT
+# times the block's largest), K times the reference's estimated error exceeds
+# this fraction of the entry: the reference cannot tell right from 10% wrong.
+INCONCLUSIVE = 0.1
+SIGNIFICANT = 1e-3
+
+
+class CheckError(ValueError):
+    """A one-line, user-facing error (bad target, bad inputs)."""
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def _is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
+
+
+def load_target(target: str) -> tuple[Any, Path | None]:
+    """A Tesseract client for TARGET, and the folder holding its files (None for a URL)."""
+    from tesseract_core import Tesseract
+
+    if _is_url(target):
+        client = Tesseract.from_url(target)
+        try:
+            client.openapi_schema  # noqa: B018 - fail now, with a clear message
+        except Exception as exc:
+            raise CheckError(
+                f"cannot reach a Tesseract at {target}: {_first_line(exc)}"
+            ) from exc
+        return client, None
+    path = Path(target)
+    if path.is_dir():
+        path = path / "tesseract_api.py"
+    if not path.is_file():
+        raise CheckError(
+            f"{target}: no such tesseract_api.py (give a tesseract_api.py, a folder holding one, or an http:// URL)"
+        )
+    try:
+        require_runtime(f"loading {path} in-process")
+    except ImportError as exc:
+        raise CheckError(str(exc)) from exc
+    try:
+        return Tesseract.from_tesseract_api(str(path)), path.parent
+    except Exception as exc:
+        cause = (
+            exc.__cause__.__cause__
+            if exc.__cause__ and exc.__cause__.__cause__
+            else exc.__cause__ or exc
+        )
+        raise CheckError(f"cannot load {path}: {_first_line(cause)}") from exc
+
+
+def _input_candidates(folder: Path) -> list[Path]:
+    """Where a Tesseract keeps example inputs, in the order they are tried."""
+    found = [folder / "example_inputs.json"]
+    for sub in ("test_cases_inputs", "test_cases"):
+        found.extend(sorted((folder / sub).glob("*.json")))
+    found.extend(sorted(folder.glob("*inputs*.json")))
+    return [p for p in dict.fromkeys(found) if p.is_file()]
+
+
+def _unwrap(data: Any) -> Any:
+    """The inputs of a JSON document.
+
+    Bare, ``{"inputs": ...}`` (also with an endpoint's other arguments beside
+    it) or ``{"payload": {"inputs": ...}}``.
+    """
+    if isinstance(data, dict) and isinstance(data.get("payload"), dict):
+        data = data["payload"]
+    if isinstance(data, dict) and isinstance(data.get("inputs"), dict):
+        return data["inputs"]
+    return data
+
+
+def load_inputs(inputs_file: Path | None, folder: Path | None) -> tuple[dict, Path]:
+    """The inputs, and the file they came from.
+
+    ``--inputs FILE`` first; otherwise ``example_inputs.json`` beside the
+    Tesseract, then ``test_cases_inputs/*.json``, ``test_cases/*.json`` and
+    ``*inputs*.json``, the first that holds a JSON object of inputs.
+    """
+    if inputs_file is not None:
+        files = [Path(inputs_file)]
+    elif folder is not None:
+        files = _input_candidates(folder)
+    else:
+        files = []
+    if not files:
+        raise CheckError(
+            "no inputs: pass --inputs FILE (a JSON file with the inputs, or {'inputs': ...})"
+        )
+    problems = []
+    for path in files:
+        try:
+            data = _unwrap(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise CheckError(f"--inputs: no such file {path}") from None
+        except json.JSONDecodeError as exc:
+            problems.append(f"{path} is not valid JSON ({exc})")
+            continue
+        if isinstance(data, dict):
+            return data, path
+        problems.append(f"{path} does not hold a JSON object of inputs")
+    raise CheckError(f"--inputs: {'; '.join(problems)}")
+
+
+def with_defaults(inputs: dict, openapi: dict) -> dict:
+    """The inputs with every field the schema gives a default filled in (nested too).
+
+    A ``Differentiable`` input left at its default is still an input whose
+    derivatives the Tesseract computes: it is checked like the others.
+    """
+    schemas = openapi.get("components", {}).get("schemas", {})
+
+    def resolve(node: Any) -> Any:
+        seen = 0
+        while isinstance(node, dict) and "$ref" in node and seen < 32:
+            node = schemas.get(node["$ref"].rsplit("/", 1)[-1], {})
+            seen += 1
+        return node
+
+    def fill(value: Any, node: Any, depth: int = 0) -> Any:
+        node = resolve(node)
+        props = node.get("properties") if isinstance(node, dict) else None
+        if not isinstance(value, dict) or not props or depth > 32:
+            return value
+        if props.get("object_type", {}).get("const") == "array":
+            return value  # an encoded array, not a model
+        out = dict(value)
+        for name, prop in props.items():
+            if name in out:
+                out[name] = fill(out[name], prop, depth + 1)
+            elif isinstance(prop, dict) and "default" in prop:
+                out[name] = prop["default"]
+        return out
+
+    payload = resolve(schemas.get("ApplyInputSchema", {}))
+    inputs_node = payload.get("properties", {}).get("inputs", {})
+    return fill(inputs, inputs_node)
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: message`` of an exception, on one line.
+
+    An in-process Tesseract wraps its endpoint's exception in a
+    ``RuntimeError`` whose text is the traceback followed by "Error running
+    Tesseract API <endpoint>: ..."; the endpoint's own exception (the last
+    line of that traceback) is what is reported, with where it was raised.
+    """
+    text = str(exc).strip().splitlines()
+    lines = [
+        line
+        for line in text
+        if line.strip() and not line.startswith(("Traceback", "  "))
+    ]
+    for i, line in enumerate(lines):
+        if line.startswith("Error running Tesseract API ") and i > 0:
+            endpoint = line[len("Error running Tesseract API ") :].split(":", 1)[0]
+            kind, _, message = lines[i - 1].partition(":")
+            return f"{kind}: {message.strip() or '(no message)'} (in the Tesseract's {endpoint})"
+    return f"{type(exc).__name__}: {lines[-1] if lines else '(no message)'}"
+
+
+# --------------------------------------------------------------------------
+# The four ways
+# --------------------------------------------------------------------------
+
+
+class CountingClient(ClientWrapper):
+    """A pass-through view of a client that counts endpoint calls."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = super().__getattr__(name)
+        if name not in ENDPOINTS:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+    def describe(self) -> str:
+        """The counts as text: ``"8 apply, 1 VJP"``."""
+        return (
+            ", ".join(
+                f"{n} {endpoint_label(k, short=True)}"
+                for k, n in sorted(self.calls.items())
+            )
+            or "none"
+        )
+
+
+@dataclass
+class Way:
+    """One way of computing the Jacobian, and how it went."""
+
+    name: str
+    jacobian: dict[str, dict[str, np.ndarray]] | None = None
+    calls: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+    note: str = ""
+    diffs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+
+def _run_way(
+    name: str, client: Any, compute: Callable[[Any], dict], note: str = ""
+) -> Way:
+    counting = CountingClient(client)
+    t0 = time.perf_counter()
+    try:
+        jac = compute(counting)
+    except Exception as exc:
+        return Way(
+            name,
+            None,
+            counting.describe(),
+            time.perf_counter() - t0,
+            _first_line(exc),
+            note,
+        )
+    return Way(name, jac, counting.describe(), time.perf_counter() - t0, None, note)
+
+
+def _jax_jacobian(
+    client: Any, inputs: dict, flat: Any, in_paths: list[str], out_paths: list[str]
+) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from .jax import apply_tesseract
+
+    x = {
+        p: jnp.asarray(as_numpy(flat[p].value, flat[p].compute_dtype)) for p in in_paths
+    }
+
+    def f(diff: dict) -> dict:
+        out = apply_tesseract(client, flat.unflatten(diff))
+        return {o: get_at_path(out, o) for o in out_paths}
+
+    y, pullback = jax.vjp(f, x)
+
+    def row(o: str, idx: tuple[int, ...]) -> dict:
+        ct = {q: np.zeros(y[q].shape, y[q].dtype) for q in out_paths}
+        ct[o][idx] = 1.0
+        return pullback(ct)[0]
+
+    return _rows(
+        {o: tuple(y[o].shape) for o in out_paths},
+        {p: tuple(x[p].shape) for p in in_paths},
+        row,
+    )
+
+
+def _torch_jacobian(
+    client: Any, inputs: dict, flat: Any, in_paths: list[str], out_paths: list[str]
+) -> dict:
+    import torch
+
+    from .torch import apply_tesseract
+
+    x = {
+        p: torch.tensor(
+            as_numpy(flat[p].value, flat[p].compute_dtype), requires_grad=True
+        )
+        for p in in_paths
+    }
+    out = apply_tesseract(client, flat.unflatten(x))
+    y = {o: cast("torch.Tensor", get_at_path(out, o)) for o in out_paths}
+
+    def row(o: str, idx: tuple[int, ...]) -> dict:
+        grads = torch.autograd.grad(
+            y[o][idx], [x[p] for p in in_paths], retain_graph=True, allow_unused=True
+        )
+        return {
+            p: g.detach() for p, g in zip(in_paths, grads, strict=True) if g is not None
+        }
+
+    return _rows(
+        {o: tuple(y[o].shape) for o in out_paths},
+        {p: tuple(x[p].shape) for p in in_paths},
+        row,
+    )
+
+
+def _rows(
+    out_shapes: dict[str, tuple[int, ...]],
+    in_shapes: dict[str, tuple[int, ...]],
+    row: Callable[[str, tuple[int, ...]], dict],
+) -> dict[str, dict[str, np.ndarray]]:
+    """Jacobian blocks from one reverse pass per output element.
+
+    ``row(o, idx)`` gives ``{in_path: gradient}`` of output element ``o[idx]``;
+    inputs it leaves out have a zero gradient.
+    """
+    result: dict[str, dict[str, np.ndarray]] = {}
+    for o, shape in out_shapes.items():
+        blocks = {p: np.zeros((*shape, *s)) for p, s in in_shapes.items()}
+        for idx in np.ndindex(shape):
+            for p, g in row(o, idx).items():
+                blocks[p][idx] = np.asarray(g)
+        result[o] = blocks
+    return result
+
+
+# --------------------------------------------------------------------------
+# Comparison and report
+# --------------------------------------------------------------------------
+
+
+def _compare(
+    ref: np.ndarray, got: np.ndarray, error: np.ndarray, rtol: float | None
+) -> dict[str, Any]:
+    """One way's block against the reference's: the verdict and the worst entry.
+
+    Returns ``max_abs_diff``, ``max_rel_diff`` (relative to the block's
+    largest entry, in the reference or the way), ``verdict`` (``"agrees"``, ``"disagrees"``,
+    ``"inconclusive"``), ``ok`` (not ``"disagrees"``) and ``worst``: the
+    entry that exceeds its allowance the most (``index`` into the block,
+    ``expected``, ``actual``, ``allowed``).
+    """
+    got_raw = np.asarray(got)
+    ref, got = np.asarray(ref, np.float64), got_raw.astype(np.float64)
+    if ref.shape != got.shape:
+        return {
+            "max_abs_diff": float("inf"),
+            "max_rel_diff": float("inf"),
+            "verdict": "disagrees",
+            "ok": False,
+            "worst": {"shape": list(got.shape), "expected_shape": list(ref.shape)},
+        }
+    diff = np.abs(got - ref)
+    # the block's size: the reference's or the way's largest entry (a reference
+    # swamped by noise can be exactly zero where the way is not)
+    scale = float(max(np.max(np.abs(ref)), np.max(np.abs(got)))) if ref.size else 0.0
+    kind = got_raw.dtype if got_raw.dtype.kind in "fc" else np.dtype(np.float64)
+    rounding = ROUNDING_ULPS * float(np.finfo(kind).eps) * np.abs(got)
+    allowed = K * (np.asarray(error, np.float64) + rounding)
+    if rtol is not None:
+        allowed = allowed + rtol * scale
+    max_diff = float(np.max(diff)) if diff.size else 0.0
+    rel = max_diff / scale if scale > 0 else (0.0 if max_diff == 0 else float("inf"))
+    worst: dict[str, Any] = {}
+    if diff.size:
+        i = np.unravel_index(int(np.argmax(diff - allowed)), diff.shape)
+        worst = {
+            "index": [int(j) for j in i],
+            "expected": float(ref[i]),
+            "actual": float(got[i]),
+            "allowed": float(allowed[i]),
+        }
+    if np.any(diff > allowed):
+        verdict = "disagrees"
+    elif _too_noisy(ref, got, np.asarray(error, np.float64), scale):
+        verdict = "inconclusive"
+    else:
+        verdict = "agrees"
+    return {
+        "max_abs_diff": max_diff,
+        "max_rel_diff": rel,
+        "verdict": verdict,
+        "ok": verdict != "disagrees",
+        "worst": worst,
+    }
+
+
+def _too_noisy(
+    ref: np.ndarray, got: np.ndarray, error: np.ndarray, scale: float
+) -> bool:
+    """Whether the reference cannot tell a right entry from a 10% wrong one.
+
+    Asked of the entries that matter in the block (at least
+    :data:`SIGNIFICANT` times its largest, in the reference or the way):
+    entries far below the block's size, or zero in both, are not evidence
+    either way.
+    """
+    size = np.maximum(np.abs(ref), np.abs(got))
+    matters = size >= SIGNIFICANT * scale if scale > 0 else np.zeros(size.shape, bool)
+    return bool(np.any(matters & (K * error > INCONCLUSIVE * size)))
+
+
+def _element(path: str, index: Sequence[int]) -> str:
+    return f"{path}[{', '.join(map(str, index))}]" if index else path
+
+
+def _check_options(method: str, frameworks: Sequence[str]) -> None:
+    if method not in METHODS:
+        raise CheckError(
+            f"--method must be one of {', '.join(METHODS)}, got {method!r}"
+        )
+    unknown = sorted(set(frameworks) - {"jax", "torch"})
+    if unknown:
+        raise CheckError(
+            f"--frameworks: unknown {', '.join(map(repr, unknown))}; use jax and/or torch"
+        )
+    if method == "stochastic":
+        raise CheckError(
+            "--method stochastic cannot be the reference: SPSA estimates are "
+            "random (a few samples), so a correct endpoint would disagree with "
+            "them by chance. Use --method central (the default) or richardson."
+        )
+
+
+def run_check(
+    target: str,
+    inputs_file: Path | None = None,
+    method: str = "central",
+    inputs_paths: Sequence[str] | None = None,
+    outputs_paths: Sequence[str] | None = None,
+    rtol: float | None = None,
+    frameworks: Sequence[str] = ("jax", "torch"),
+    progress: bool | None = None,
+) -> Report:
+    """``tess-ad check TARGET``: load the Tesseract and its inputs, then :func:`check_gradients`.
+
+    ``progress`` shows a bar of the finite-difference evaluations on stderr;
+    ``None`` shows it for sweeps of more than 40 evaluations on a terminal.
+
+    Raises:
+        CheckError: One-line errors for a bad target, inputs or paths.
+    """
+    _check_options(method, frameworks)
+    client, folder = load_target(target)
+    inputs, used = load_inputs(inputs_file, folder)
+    return check_gradients(
+        client,
+        inputs,
+        method=method,
+        input_paths=inputs_paths,
+        output_paths=outputs_paths,
+        rtol=rtol,
+        frameworks=frameworks,
+        progress=progress,
+        target=target,
+        inputs_file=used,
+    )
+
+
+def check_gradients(
+    tesseract: Any,
+    inputs: Mapping[str, Any],
+    *,
+    method: str = "central",
+    input_paths: Sequence[str] | None = None,
+    output_paths: Sequence[str] | None = None,
+    rtol: float | None = None,
+    frameworks: Sequence[str] = ("jax", "torch"),
+    progress: bool | None = False,
+    target: str | None = None,
+    inputs_file: Path | None = None,
+) -> Report:
+    """Check a Tesseract's derivatives every way against finite differences of its ``apply``.
+
+    The engine of ``tess-ad check``. The reference is
+    ``with_finite_differences(tesseract, method=method).jacobian_with_error``
+    (an error estimate per entry); each of the Tesseract's own gradient
+    endpoints on its own (``jacobian``, VJP rows, JVP columns) and the JAX and
+    PyTorch adapters are compared with it entry by entry: an entry agrees
+    when ``|way - reference| <= K * (estimated error + the way's rounding)``
+    (plus ``rtol`` times the block's largest entry, when given). Inputs the
+    schema gives a default and ``inputs`` leaves out are filled in, and
+    checked when they are ``Differentiable``.
+
+    Args:
+        tesseract: A ``tesseract_core.Tesseract`` (in-process or served).
+        inputs: The point, as for ``apply``.
+        method: The reference's method: ``"central"`` (default) or
+            ``"richardson"`` (both with error estimates) or ``"forward"``;
+            ``"stochastic"`` is refused.
+        input_paths: Inputs to differentiate (default: every differentiable one).
+        output_paths: Outputs to differentiate (default: every differentiable one).
+        rtol: An extra tolerance relative to each block's largest entry.
+        frameworks: Which adapters to check (``"jax"``, ``"torch"``); one
+            not installed is skipped with a note.
+        progress: A progress bar of the finite-difference sweep on stderr
+            (``None``: on a terminal, for long sweeps).
+        target: What to call the Tesseract in the report.
+        inputs_file: Where the inputs came from, for the report.
+
+    Returns:
+        The :class:`Report` (``report.ok``, ``report.status``,
+        ``report.failures``, ``report.where``, ``report.to_json()``).
+
+    Raises:
+        CheckError: For bad options, inputs that do not fit the schema, paths
+            that are not differentiable, or an ``apply`` that fails at the
+            inputs themselves (a ``ValueError``).
+
+    Example:
+        >>> import tess_ad
+        >>> from tesseract_core import Tesseract
+        >>> t = Tesseract.from_tesseract_api("examples/rosenbrock/tesseract_api.py")
+        >>> report = tess_ad.check_gradients(
+        ...     t, {"x": [0.5, -1.0, 2.0], "a": 1.0, "b": 100.0}, frameworks=()
+        ... )
+        >>> report.ok, report.status
+        (True, 'agrees')
+        >>> [w["name"] for w in report["ways"]]
+        ['finite differences', 'jacobian endpoint', 'VJP endpoint', 'JVP endpoint']
+    """
+    _check_options(method, frameworks)
+    client = tesseract
+    inputs_paths, outputs_paths = input_paths, output_paths
+    inputs = with_defaults(dict(inputs), client.openapi_schema)
+    schema = tesseract_schema(client)
+    try:
+        flat = schema.inputs.flatten(inputs)
+    except ValueError as exc:
+        raise CheckError(f"inputs do not match the schema: {exc}") from exc
+    in_paths = list(inputs_paths or flat.differentiable_paths)
+    try:
+        flat.check_paths(in_paths, "--inputs-paths")
+    except ValueError as exc:
+        raise CheckError(str(exc)) from exc
+    for p in in_paths:
+        if not flat[p].differentiable:
+            raise CheckError(f"--inputs-paths: {p!r} is not a Differentiable input")
+    try:
+        outputs = client.apply(inputs=inputs)
+    except Exception as exc:
+        raise CheckError(f"apply failed at these inputs: {_first_line(exc)}") from exc
+    out_flat = schema.outputs.flatten(outputs, check=False)
+    out_paths = list(outputs_paths or out_flat.differentiable_paths)
+    for o in out_paths:
+        if o not in out_flat or not out_flat[o].differentiable:
+            raise CheckError(f"--outputs-paths: {o!r} is not a Differentiable output")
+    if not in_paths or not out_paths:
+        raise CheckError(
+            "nothing to differentiate: the Tesseract has no differentiable inputs or outputs here"
+        )
+
+    shapes = {o: out_flat[o].shape or () for o in out_paths}
+    n = sum(int(np.prod(flat[p].shape or ())) for p in in_paths)
+    if progress is None:
+        progress = sys.stderr.isatty() and 2 * n > 40
+    own = Endpoints(client)
+    has_own = own.has_reverse or own.has_forward
+    estimate: dict[str, dict[str, np.ndarray]] = {}
+    skipped: list[dict[str, str]] = []
+
+    def reference_fd(c: Any) -> dict:
+        jac, err = with_finite_differences(
+            c, method=method, progress=progress
+        ).jacobian_with_error(inputs, in_paths, out_paths)
+        estimate.update(err)
+        return jac
+
+    ways = [
+        _run_way(
+            "finite differences",
+            client,
+            reference_fd,
+            f"{method} differences of apply, with error estimates",
+        )
+    ]
+    for route, name, present, how in (
+        ("jacobian", "jacobian endpoint", own.has_jacobian, "the jacobian endpoint"),
+        ("vjp", "VJP endpoint", own.has_vjp, "one VJP per output element"),
+        ("jvp", "JVP endpoint", own.has_jvp, "one JVP per input element"),
+    ):
+        if present:
+
+            def by_route(c: Any, route: str = route) -> dict:
+                return Endpoints(c).jacobian(
+                    inputs, in_paths, out_paths, output_shapes=shapes, route=route
+                )
+
+            ways.append(_run_way(name, client, by_route, how))
+    # the adapters differentiate through the Tesseract's own endpoints, or FD when it has none
+    via = "own endpoints" if has_own else f"{method} differences"
+    for name, fn, how in (
+        ("jax", _jax_jacobian, "jax.vjp"),
+        ("torch", _torch_jacobian, "backward()"),
+    ):
+        if name not in frameworks:
+            continue
+        if importlib.util.find_spec(name) is not None:
+            # imported before the clock starts: the check times the calls, not
+            # the framework's import
+            importlib.import_module(f"tess_ad.{name}")
+        else:
+            skipped.append(
+                {
+                    "way": name,
+                    "reason": f"{name} is not installed (pip install 'tess-ad[{name}]')",
+                }
+            )
+            continue
+
+        def compute(c: Any, fn: Callable = fn) -> dict:
+            target_client = c if has_own else with_finite_differences(c, method=method)
+            return fn(target_client, inputs, flat, in_paths, out_paths)
+
+        ways.append(
+            _run_way(name, client, compute, f"{how} through tess_ad.{name} ({via})")
+        )
+
+    reference = ways[0]
+    failures: list[str] = []
+    where: list[str] = []
+    errors = [{"way": w.name, "error": w.error} for w in ways if w.error is not None]
+    for way in ways:
+        if way.error is not None:
+            continue
+        assert way.jacobian is not None  # _run_way sets it whenever error is None
+        if reference.jacobian is None or way is reference:
+            continue
+        for o in out_paths:
+            for p in in_paths:
+                pair = way.diffs[(o, p)] = _compare(
+                    reference.jacobian[o][p], way.jacobian[o][p], estimate[o][p], rtol
+                )
+                if pair["verdict"] == "disagrees":
+                    failures.append(
+                        f"{way.name} disagrees with {reference.name} on d {o} / d {p}"
+                    )
+                    worst = pair["worst"]
+                    if "index" in worst:
+                        n_out = len(shapes[o])
+                        where.append(
+                            f"{way.name}: d {_element(o, worst['index'][:n_out])} / "
+                            f"d {_element(p, worst['index'][n_out:])} is "
+                            f"{worst['actual']:.6g}, finite differences give "
+                            f"{worst['expected']:.6g} (allowed difference "
+                            f"{worst['allowed']:.2g})"
+                        )
+    status = "error" if errors else ("disagrees" if failures else "agrees")
+    return Report(
+        {
+            "target": target if target is not None else _describe(tesseract),
+            "status": status,
+            "errors": errors,
+            "skipped": skipped,
+            "inputs_file": str(inputs_file) if inputs_file is not None else None,
+            "method": method,
+            "rtol": rtol,
+            "k": K,
+            "where": where,
+            "reference": reference.name,
+            "inputs_paths": in_paths,
+            "outputs_paths": out_paths,
+            "ways": [
+                {
+                    "name": w.name,
+                    "via": w.note,
+                    "calls": w.calls,
+                    "seconds": w.seconds,
+                    "error": w.error,
+                    "pairs": [
+                        {"output": o, "input": p, **d} for (o, p), d in w.diffs.items()
+                    ],
+                }
+                for w in ways
+            ],
+            "ok": status == "agrees",
+            "failures": failures,
+        }
+    )
+
+
+def _describe(tesseract: Any) -> str:
+    """A Tesseract's URL or ``tesseract_api.py`` path, for a report."""
+    found = remote_target(tesseract)
+    return found[1] if found is not None else type(tesseract).__name__
+
+
+class Report(Mapping[str, Any]):
+    """The outcome of :func:`check_gradients`: a read-only mapping, as ``--json`` prints it.
+
+    Keys: ``status`` (``"agrees"``, ``"disagrees"``, ``"error"``), ``ok``,
+    ``failures`` (one line per disagreeing way and pair), ``where`` (the
+    worst entry of each), ``errors`` (``{"way", "error"}`` of ways that
+    raised), ``skipped``, ``ways`` (each way's calls, seconds and per-pair
+    comparison), ``reference``, ``method``, ``k``, ``rtol``, the paths, the
+    target and the inputs file.
+    """
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Report(status={self.status!r}, target={self['target']!r})"
+
+    @property
+    def ok(self) -> bool:
+        """Whether every way agrees with the reference (and nothing raised)."""
+        return bool(self._data["ok"])
+
+    @property
+    def status(self) -> str:
+        """``"agrees"``, ``"disagrees"`` or ``"error"`` (the Tesseract raised)."""
+        return str(self._data["status"])
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per way and output/input pair that disagrees."""
+        return list(self._data["failures"])
+
+    @property
+    def where(self) -> list[str]:
+        """The worst entry of each disagreement: element, expected, actual, allowed."""
+        return list(self._data["where"])
+
+    def to_json(self) -> str:
+        """The report as a JSON document (what ``tess-ad check --json`` prints)."""
+        return json.dumps(self._data, indent=2)
+
+    def summary(self) -> str:
+        """The verdict in a few lines of text: what disagrees, where, what raised."""
+        lines = [f"gradient check of {self['target']}: {self.status}"]
+        lines += [f"  - {line}" for line in self.where or self.failures]
+        lines += [f"  - error in {e['way']}: {e['error']}" for e in self["errors"]]
+        inconclusive = sorted(
+            {
+                f"d {p['output']} / d {p['input']}"
+                for w in self["ways"]
+                for p in w["pairs"]
+                if p["verdict"] == "inconclusive"
+            }
+        )
+        if inconclusive:
+            lines.append(
+                f"  inconclusive (reference too noisy): {', '.join(inconclusive)}"
+            )
+        return "\n".join(lines)
+
+
+def assert_gradients(
+    tesseract: Any, inputs: Mapping[str, Any], **options: Any
+) -> Report:
+    """:func:`check_gradients`, raising ``AssertionError`` unless every way agrees.
+
+    For a test suite, in the spirit of ``torch.autograd.gradcheck`` and
+    ``jax.test_util.check_grads``: the message names each disagreeing way,
+    the entry where it is worst, and what raised.
+
+    Args:
+        tesseract: A ``tesseract_core.Tesseract``.
+        inputs: The point.
+        **options: As for :func:`check_gradients`.
+
+    Returns:
+        The report, when it agrees.
+
+    Raises:
+        AssertionError: When a way disagrees or the Tesseract raised.
+
+    Example:
+        >>> import tess_ad
+        >>> from tesseract_core import Tesseract
+        >>> t = Tesseract.from_tesseract_api("tests/tesseracts/wrong_gradient/tesseract_api.py")
+        >>> tess_ad.assert_gradients(t, {"x": [0.1, 0.5, 2.0], "s": 1.5}, frameworks=())
+        Traceback (most recent call last):
+        ...
+        AssertionError: gradient check of ...: disagrees
+          - VJP endpoint: d y[2] / d x[2] is ...
+    """
+    report = check_gradients(tesseract, inputs, **options)
+    if report.status != "agrees":
+        raise AssertionError(report.summary())
+    return report

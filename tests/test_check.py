@@ -1,0 +1,88 @@
+"""tess_ad._check: the gradient-check engine as a Python API, on real Tesseracts.
+
+``check_gradients`` returns the report ``tess-ad check --json`` prints;
+``assert_gradients`` is the helper a user's test suite calls. The fixtures are
+the ones ``tests/test_cli.py`` runs the command on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import Spy
+
+import tess_ad
+
+HERE = Path(__file__).parent / "tesseracts"
+ROSENBROCK = {"x": np.array([0.5, -1.0, 2.0]), "a": 1.0, "b": 100.0}
+
+
+def test_a_correct_tesseract_agrees_and_the_report_is_its_json(local_tesseract):
+    client = local_tesseract("rosenbrock")
+    with Spy(client) as spy:
+        report = tess_ad.check_gradients(client, ROSENBROCK, frameworks=())
+    assert isinstance(report, tess_ad.Report)
+    assert report.ok and report.status == "agrees" and report.failures == []
+    assert [w["name"] for w in report["ways"]] == [
+        "finite differences",
+        "jacobian endpoint",
+        "VJP endpoint",
+        "JVP endpoint",
+    ]
+    # the reference: central differences at two steps (4n) plus the base apply
+    assert spy.calls["apply"] == 4 * 3 + 1
+    assert json.loads(report.to_json())["status"] == "agrees"
+    assert dict(report)["ok"] is True
+
+
+def test_a_wrong_entry_is_pinpointed(local_tesseract):
+    client = local_tesseract("vjp_off_in_one_entry")
+    x = np.array([0.3, -1.2, 0.8, 2.0, -0.5])
+    report = tess_ad.check_gradients(client, {"x": x}, frameworks=("jax",))
+    assert report.status == "disagrees" and not report.ok
+    assert report.failures == [
+        "VJP endpoint disagrees with finite differences on d y / d x",
+        "jax disagrees with finite differences on d y / d x",
+    ]
+    assert report.where[0].startswith("VJP endpoint: d y[2] / d x[2] is 1.6016")
+
+
+def test_assert_gradients_for_a_users_test_suite(local_tesseract):
+    assert tess_ad.assert_gradients(
+        local_tesseract("rosenbrock"), ROSENBROCK, frameworks=()
+    ).ok
+    wrong = local_tesseract("defaulted_wrong")
+    with pytest.raises(
+        AssertionError,
+        match=r"VJP endpoint: d y\[2\] / d s is 4, finite differences give 2",
+    ) as info:
+        tess_ad.assert_gradients(
+            wrong, {"x": np.array([0.5, -1.0, 2.0])}, frameworks=()
+        )
+    assert "defaulted_wrong/tesseract_api.py: disagrees" in str(info.value)
+
+
+def test_a_tesseract_that_raises_is_an_error_not_a_disagreement(local_tesseract):
+    client = local_tesseract("fails_mid_sweep")
+    report = tess_ad.check_gradients(
+        client, {"x": np.array([0.5, 2.0, 1.0])}, frameworks=()
+    )
+    assert report.status == "error"
+    assert report["errors"][0]["error"].startswith("ValueError: x is beyond the limit")
+    with pytest.raises(AssertionError, match="error in finite differences: ValueError"):
+        tess_ad.assert_gradients(
+            client, {"x": np.array([0.5, 2.0, 1.0])}, frameworks=()
+        )
+
+
+def test_bad_inputs_and_options_raise_a_check_error(local_tesseract):
+    client = local_tesseract("rosenbrock")
+    with pytest.raises(tess_ad.CheckError, match="do not match the schema"):
+        tess_ad.check_gradients(client, {"x": "nope", "a": 1.0, "b": 100.0})
+    with pytest.raises(ValueError, match="cannot be the reference"):
+        tess_ad.check_gradients(client, ROSENBROCK, method="stochastic")
+    with pytest.raises(ValueError, match="'nope'"):
+        tess_ad.check_gradients(client, ROSENBROCK, input_paths=["nope"])
