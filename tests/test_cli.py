@@ -90,10 +90,15 @@ def test_json_report_of_wrong_gradient():
         "jax",
         "torch",
     ]
-    assert ways["finite differences"]["calls"] == "16 apply"  # 4n, n = 3 + 1
-    assert ways["VJP endpoint"]["calls"] == "3 VJP"  # one per output element
-    assert ways["JVP endpoint"]["calls"] == "4 JVP"  # one per input element
-    assert ways["jax"]["calls"] == "1 apply, 3 VJP"
+    assert ways["finite differences"]["calls"] == {"apply": 16}  # 4n, n = 3 + 1
+    assert ways["VJP endpoint"]["calls"] == {
+        "vector_jacobian_product": 3
+    }  # per output element
+    assert ways["JVP endpoint"]["calls"] == {
+        "jacobian_vector_product": 4
+    }  # per input element
+    assert ways["jax"]["calls"] == {"apply": 1, "vector_jacobian_product": 3}
+    assert ways["jax"]["calls_text"] == "1 apply, 3 VJP"
     for name in ("VJP endpoint", "JVP endpoint"):
         by_input = {p["input"]: p for p in ways[name]["pairs"]}
         assert not by_input["x"]["ok"] and by_input["x"]["max_abs_diff"] > 0.05, name
@@ -118,7 +123,7 @@ def test_a_wrong_jvp_cannot_hide_behind_a_right_vjp():
         "torch",
     ]
     jac = next(w for w in report["ways"] if w["name"] == "jacobian endpoint")
-    assert jac["calls"] == "1 jacobian" and all(p["ok"] for p in jac["pairs"])
+    assert jac["calls"] == {"jacobian": 1} and all(p["ok"] for p in jac["pairs"])
 
 
 def test_paths_and_method_options():
@@ -368,3 +373,34 @@ def test_json_is_a_document_also_when_the_check_cannot_run(tmp_path):
     document = json.loads(result.stdout)
     assert document["status"] == "error" and not document["ok"]
     assert "no such tesseract_api.py" in document["errors"][0]["error"]
+
+
+def test_check_gradients_option_names_and_endpoint_selection():
+    """check-gradients' --input-paths/--output-paths/--eps, and --endpoints."""
+    report = json.loads(
+        check(
+            WRONG_JVP,
+            "--json",
+            "--input-paths",
+            "x",
+            "--output-paths",
+            "y",
+            "--eps",
+            "1e-6",
+            "--endpoints",
+            "jvp",
+            "--frameworks",
+            "jax",
+        ).stdout
+    )
+    assert report["inputs_paths"] == ["x"] and report["outputs_paths"] == ["y"]
+    assert [w["name"] for w in report["ways"]] == [
+        "finite differences",
+        "JVP endpoint",
+        "jax",
+    ]
+    assert report["failures"] == [
+        "JVP endpoint disagrees with finite differences on d y / d x"
+    ]
+    bad = runner.invoke(app, ["check", str(WRONG), "--endpoints", "hessian"])
+    assert bad.exit_code == 2 and "'hessian'" in bad.stderr

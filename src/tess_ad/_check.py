@@ -272,6 +272,7 @@ class Way:
     error: str | None = None
     note: str = ""
     diffs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def _run_way(
@@ -280,17 +281,18 @@ def _run_way(
     counting = CountingClient(client)
     t0 = time.perf_counter()
     try:
-        jac = compute(counting)
+        jac, error = compute(counting), None
     except Exception as exc:
-        return Way(
-            name,
-            None,
-            counting.describe(),
-            time.perf_counter() - t0,
-            _first_line(exc),
-            note,
-        )
-    return Way(name, jac, counting.describe(), time.perf_counter() - t0, None, note)
+        jac, error = None, _first_line(exc)
+    return Way(
+        name,
+        jac,
+        counting.describe(),
+        time.perf_counter() - t0,
+        error,
+        note,
+        counts=dict(sorted(counting.calls.items())),
+    )
 
 
 def _jax_jacobian(
@@ -456,7 +458,18 @@ def _element(path: str, index: Sequence[int]) -> str:
     return f"{path}[{', '.join(map(str, index))}]" if index else path
 
 
-def _check_options(method: str, frameworks: Sequence[str]) -> None:
+ENDPOINT_WAYS = ("jacobian", "vjp", "jvp")
+
+
+def _check_options(
+    method: str, frameworks: Sequence[str], endpoints: Sequence[str]
+) -> None:
+    unknown_endpoints = sorted(set(endpoints) - set(ENDPOINT_WAYS))
+    if unknown_endpoints:
+        raise CheckError(
+            f"--endpoints: unknown {', '.join(map(repr, unknown_endpoints))}; use "
+            f"{', '.join(ENDPOINT_WAYS)}"
+        )
     if method not in METHODS:
         raise CheckError(
             f"--method must be one of {', '.join(METHODS)}, got {method!r}"
@@ -483,6 +496,8 @@ def run_check(
     rtol: float | None = None,
     frameworks: Sequence[str] = ("jax", "torch"),
     progress: bool | None = None,
+    eps: float | None = None,
+    endpoints: Sequence[str] = ENDPOINT_WAYS,
 ) -> Report:
     """``tess-ad check TARGET``: load the Tesseract and its inputs, then :func:`check_gradients`.
 
@@ -492,7 +507,7 @@ def run_check(
     Raises:
         CheckError: One-line errors for a bad target, inputs or paths.
     """
-    _check_options(method, frameworks)
+    _check_options(method, frameworks, endpoints)
     client, folder = load_target(target)
     inputs, used = load_inputs(inputs_file, folder)
     return check_gradients(
@@ -504,6 +519,8 @@ def run_check(
         rtol=rtol,
         frameworks=frameworks,
         progress=progress,
+        eps=eps,
+        endpoints=endpoints,
         target=target,
         inputs_file=used,
     )
@@ -519,6 +536,8 @@ def check_gradients(
     rtol: float | None = None,
     frameworks: Sequence[str] = ("jax", "torch"),
     progress: bool | None = False,
+    eps: float | None = None,
+    endpoints: Sequence[str] = ENDPOINT_WAYS,
     target: str | None = None,
     inputs_file: Path | None = None,
 ) -> Report:
@@ -547,6 +566,9 @@ def check_gradients(
             not installed is skipped with a note.
         progress: A progress bar of the finite-difference sweep on stderr
             (``None``: on a terminal, for long sweeps).
+        eps: An absolute step for the reference (default: scale-aware).
+        endpoints: Which of the Tesseract's own endpoints to check, of
+            ``"jacobian"``, ``"vjp"``, ``"jvp"`` (default: all it has).
         target: What to call the Tesseract in the report.
         inputs_file: Where the inputs came from, for the report.
 
@@ -571,7 +593,7 @@ def check_gradients(
         >>> [w["name"] for w in report["ways"]]
         ['finite differences', 'jacobian endpoint', 'VJP endpoint', 'JVP endpoint']
     """
-    _check_options(method, frameworks)
+    _check_options(method, frameworks, endpoints)
     client = tesseract
     inputs_paths, outputs_paths = input_paths, output_paths
     inputs = with_defaults(dict(inputs), client.openapi_schema)
@@ -613,7 +635,7 @@ def check_gradients(
 
     def reference_fd(c: Any) -> dict:
         jac, err = with_finite_differences(
-            c, method=method, progress=progress
+            c, method=method, eps=eps, progress=progress
         ).jacobian_with_error(inputs, in_paths, out_paths)
         estimate.update(err)
         return jac
@@ -631,7 +653,7 @@ def check_gradients(
         ("vjp", "VJP endpoint", own.has_vjp, "one VJP per output element"),
         ("jvp", "JVP endpoint", own.has_jvp, "one JVP per input element"),
     ):
-        if present:
+        if present and route in endpoints:
 
             def by_route(c: Any, route: str = route) -> dict:
                 return Endpoints(c).jacobian(
@@ -661,7 +683,9 @@ def check_gradients(
             continue
 
         def compute(c: Any, fn: Callable = fn) -> dict:
-            target_client = c if has_own else with_finite_differences(c, method=method)
+            target_client = (
+                c if has_own else with_finite_differences(c, method=method, eps=eps)
+            )
             return fn(target_client, inputs, flat, in_paths, out_paths)
 
         ways.append(
@@ -716,7 +740,8 @@ def check_gradients(
                 {
                     "name": w.name,
                     "via": w.note,
-                    "calls": w.calls,
+                    "calls": w.counts,
+                    "calls_text": w.calls,
                     "seconds": w.seconds,
                     "error": w.error,
                     "pairs": [

@@ -92,7 +92,10 @@ def print_report(
         summary.add_column(col, overflow="fold")
     for w in report["ways"]:
         summary.add_row(
-            w["name"], w["calls"], f"{w['seconds']:.2f}", _way_verdict(report, w)
+            w["name"],
+            w["calls_text"],
+            f"{w['seconds']:.2f}",
+            _way_verdict(report, w),
         )
     console.print(summary)
     if verbose:
@@ -118,7 +121,7 @@ def _print_pairs(report: Mapping[str, Any], console: Console) -> None:
             ):
                 table.add_column(col)
             for name, w in ways.items():
-                cost = (w["calls"], f"{w['seconds']:.3f}")
+                cost = (w["calls_text"], f"{w['seconds']:.3f}")
                 if w["error"] is not None:
                     table.add_row(name, "-", "-", *cost, "[red]error (below)[/red]")
                     continue
@@ -215,13 +218,17 @@ def check(
     inputs_paths: Annotated[
         list[str] | None,
         typer.Option(
-            "--inputs-paths", help="Differentiate w.r.t. these inputs (default: all)."
+            "--inputs-paths",
+            "--input-paths",
+            help="Differentiate w.r.t. these inputs (default: all).",
         ),
     ] = None,
     outputs_paths: Annotated[
         list[str] | None,
         typer.Option(
-            "--outputs-paths", help="Differentiate these outputs (default: all)."
+            "--outputs-paths",
+            "--output-paths",
+            help="Differentiate these outputs (default: all).",
         ),
     ] = None,
     rtol: Annotated[
@@ -249,6 +256,18 @@ def check(
             "installed is skipped with a note).",
         ),
     ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option(help="Absolute step of the reference (default: scale-aware)."),
+    ] = None,
+    endpoints: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoints",
+            help="The Tesseract's own endpoints to check: jacobian, vjp, jvp "
+            "(default: all it has).",
+        ),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v", help="Also one table per output/input pair."),
@@ -267,6 +286,8 @@ def check(
             rtol,
             frameworks=tuple(frameworks) if frameworks else ("jax", "torch"),
             progress=progress,
+            eps=eps,
+            endpoints=tuple(endpoints) if endpoints else ("jacobian", "vjp", "jvp"),
         )
     except CheckError as exc:
         if debug:
