@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, example_api
+from helpers import EXAMPLES, example_api, load_forward_ad_decompositions
 from typer.testing import CliRunner
 
 from tess_ad.cli import app
@@ -17,6 +17,11 @@ WRONG_JVP = Path(__file__).parent / "tesseracts" / "wrong_jvp"
 EXAMPLE_DIRS = sorted(
     p.name for p in EXAMPLES.iterdir() if (p / "tesseract_api.py").exists()
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_forward_ad():
+    load_forward_ad_decompositions()
 
 
 def check(*args):
@@ -47,22 +52,24 @@ def test_the_main_job_prints_a_short_verdict_at_80_columns():
 def test_wrong_gradient_fails_with_the_worst_entry_and_tables_when_verbose():
     short = check(WRONG)
     assert short.exit_code == 1
-    assert "DISAGREES d y/d x" in short.stdout and "FAILED" in short.stdout
-    for way in ("VJP endpoint", "JVP endpoint", "jax", "torch"):
+    assert "DISAGREES d y / d x" in short.stdout and "FAILED" in short.stdout
+    for way in ("VJP endpoint", "JVP endpoint"):
         assert f"- {way}: d y[2] / d x[2] is -0.42422" in short.stdout
+    for way in ("jax", "torch"):  # checked along random directions: named by probe
+        assert f"- {way}: VJP probe 1, d/d x[2] is" in short.stdout
     assert "max abs diff" not in short.stdout  # per-pair tables only with --verbose
     result = check(WRONG, "--verbose")
     assert result.exit_code == 1
     out = result.stdout
-    assert "d y / d x" in out and "DISAGREES" in out
-    assert "FAILED" in out
-    # d y / d s is right, and says so
-    s_table = out[out.index("d y / d s") :]
-    assert "agrees" in s_table.split("FAILED")[0]
-    # each pair's table carries the cost of every way
-    x_table = out[out.index("d y / d x") : out.index("d y / d s")]
-    # (the reference: central differences at two steps, 4n, for its error estimate)
-    assert "16 apply" in x_table and "3 VJP" in x_table and "4 JVP" in x_table
+    # one table per way: its comparisons, each with the differences and a verdict
+    assert "max abs diff" in out and "FAILED" in out
+    rows = [line.split() for line in out.splitlines()]
+    verdicts = {
+        " ".join(r[:-3]): r[-1] for r in rows if r and r[-1] in ("agrees", "DISAGREES")
+    }
+    assert verdicts["d y / d x"] == "DISAGREES" and verdicts["d y / d s"] == "agrees"
+    assert verdicts["VJP probe 1 (d/d x)"] == "DISAGREES"
+    assert verdicts["VJP probe 1 (d/d s)"] == "agrees"
 
 
 def test_rtol_option_decides_the_verdict():
@@ -97,8 +104,13 @@ def test_json_report_of_wrong_gradient():
     assert ways["JVP endpoint"]["calls"] == {
         "jacobian_vector_product": 4
     }  # per input element
-    assert ways["jax"]["calls"] == {"apply": 1, "vector_jacobian_product": 3}
-    assert ways["jax"]["calls_text"] == "1 apply, 3 VJP"
+    # 3 probes: a VJP and a JVP each (the JVP's primal is an apply)
+    assert ways["jax"]["calls"] == {
+        "apply": 4,
+        "jacobian_vector_product": 3,
+        "vector_jacobian_product": 3,
+    }
+    assert ways["jax"]["calls_text"] == "4 apply, 3 JVP, 3 VJP"
     for name in ("VJP endpoint", "JVP endpoint"):
         by_input = {p["input"]: p for p in ways[name]["pairs"]}
         assert not by_input["x"]["ok"] and by_input["x"]["max_abs_diff"] > 0.05, name
@@ -110,8 +122,15 @@ def test_a_wrong_jvp_cannot_hide_behind_a_right_vjp():
     result = check(WRONG_JVP, "--json")
     report = json.loads(result.stdout)
     assert result.exit_code == 1
+    # the adapters' forward mode goes through the wrong JVP endpoint too: their
+    # JVP probes disagree, their VJP probes (through the right VJP) agree
     assert report["failures"] == [
-        "JVP endpoint disagrees with finite differences on d y / d x"
+        "JVP endpoint disagrees with finite differences on d y / d x",
+        *(
+            f"{way} disagrees with finite differences on JVP probe {k} (y)"
+            for way in ("jax", "torch")
+            for k in (1, 2, 3)
+        ),
     ]
     names = [w["name"] for w in report["ways"]]
     assert names == [
@@ -218,8 +237,12 @@ def test_a_vjp_wrong_by_a_thousandth_in_one_entry_is_caught_and_pinpointed():
     report = json.loads(result.stdout)
     assert result.exit_code == 1
     assert report["failures"] == [
-        f"{way} disagrees with finite differences on d y / d x"
-        for way in ("VJP endpoint", "jax", "torch")
+        "VJP endpoint disagrees with finite differences on d y / d x",
+        *(
+            f"{way} disagrees with finite differences on VJP probe {k} (d/d x)"
+            for way in ("jax", "torch")
+            for k in (1, 2, 3)
+        ),
     ]
     vjp = next(w for w in report["ways"] if w["name"] == "VJP endpoint")
     worst = vjp["pairs"][0]["worst"]
@@ -246,7 +269,8 @@ def test_a_reference_too_noisy_to_judge_says_inconclusive(tmp_path):
     )
     result = check(FLOAT32_OFFSET, "--inputs", inputs)
     assert result.exit_code == 0
-    assert "inconclusive on d y / d x" in result.stdout
+    printed = result.stdout.replace("\n", " ")
+    assert "inconclusive on" in printed and "d y / d x" in printed
     assert "--method richardson" in result.stdout
     report = json.loads(check(FLOAT32_OFFSET, "--inputs", inputs, "--json").stdout)
     verdicts = {p["verdict"] for w in report["ways"] for p in w["pairs"]}
@@ -399,8 +423,9 @@ def test_check_gradients_option_names_and_endpoint_selection():
         "JVP endpoint",
         "jax",
     ]
-    assert report["failures"] == [
+    assert report["failures"][0] == (
         "JVP endpoint disagrees with finite differences on d y / d x"
-    ]
+    )
+    assert all("jax" in f for f in report["failures"][1:])
     bad = runner.invoke(app, ["check", str(WRONG), "--endpoints", "hessian"])
     assert bad.exit_code == 2 and "'hessian'" in bad.stderr

@@ -26,6 +26,7 @@ only when a check runs, so ``import tess_ad`` stays free of jax and torch.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -295,9 +296,55 @@ def _run_way(
     )
 
 
-def _jax_jacobian(
-    client: Any, inputs: dict, flat: Any, in_paths: list[str], out_paths: list[str]
-) -> dict:
+@dataclass
+class Probes:
+    """Random directions a framework way is checked along, and what it gave.
+
+    ``cotangents[k]`` (``{out_path: array}``) and ``tangents[k]``
+    (``{in_path: array}``) have random signs in every entry (so every row and
+    column of the Jacobian takes part; see :func:`make_probes`); ``vjps[k]``
+    and ``jvps[k]`` are the framework's products along them.
+    """
+
+    cotangents: list[dict[str, np.ndarray]]
+    tangents: list[dict[str, np.ndarray]]
+    vjps: list[dict[str, np.ndarray]] = field(default_factory=list)
+    jvps: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+def make_probes(
+    count: int,
+    seed: int,
+    out_shapes: Mapping[str, tuple[int, ...]],
+    x: Mapping[str, np.ndarray],
+) -> Probes:
+    """``count`` seeded cotangents and tangents (see :class:`Probes`).
+
+    Cotangents are +-1; tangent entries are +- the magnitude of their input
+    element (zeros: the median magnitude of their leaf, else 1), so a
+    directional difference along one moves every element on its own scale.
+    """
+    rng = np.random.default_rng(seed)
+
+    def signs(shape: tuple[int, ...]) -> np.ndarray:
+        return rng.choice(np.array([-1.0, 1.0]), size=shape)
+
+    scales = {}
+    for p, value in x.items():
+        mag = np.abs(np.asarray(value, np.float64))
+        nonzero = mag[mag > 0]
+        scales[p] = np.where(
+            mag > 0, mag, float(np.median(nonzero)) if nonzero.size else 1.0
+        )
+    return Probes(
+        [{o: signs(s) for o, s in out_shapes.items()} for _ in range(count)],
+        [{p: signs(v.shape) * v for p, v in scales.items()} for _ in range(count)],
+    )
+
+
+def _jax_probes(
+    client: Any, flat: Any, in_paths: list[str], out_paths: list[str], probes: Probes
+) -> Probes:
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -314,67 +361,84 @@ def _jax_jacobian(
         return {o: get_at_path(out, o) for o in out_paths}
 
     y, pullback = jax.vjp(f, x)
-
-    def row(o: str, idx: tuple[int, ...]) -> dict:
-        ct = {q: np.zeros(y[q].shape, y[q].dtype) for q in out_paths}
-        ct[o][idx] = 1.0
-        return pullback(ct)[0]
-
-    return _rows(
-        {o: tuple(y[o].shape) for o in out_paths},
-        {p: tuple(x[p].shape) for p in in_paths},
-        row,
-    )
+    for ct in probes.cotangents:
+        (g,) = pullback({o: jnp.asarray(ct[o], y[o].dtype) for o in out_paths})
+        probes.vjps.append({p: np.asarray(g[p]) for p in in_paths})
+    for t in probes.tangents:
+        tangent = {p: jnp.asarray(t[p], x[p].dtype) for p in in_paths}
+        _, jt = jax.jvp(f, (x,), (tangent,))
+        probes.jvps.append({o: np.asarray(jt[o]) for o in out_paths})
+    return probes
 
 
-def _torch_jacobian(
-    client: Any, inputs: dict, flat: Any, in_paths: list[str], out_paths: list[str]
-) -> dict:
+def _torch_probes(
+    client: Any, flat: Any, in_paths: list[str], out_paths: list[str], probes: Probes
+) -> Probes:
     import torch
 
     from .torch import apply_tesseract
 
-    x = {
-        p: torch.tensor(
-            as_numpy(flat[p].value, flat[p].compute_dtype), requires_grad=True
-        )
-        for p in in_paths
-    }
-    out = apply_tesseract(client, flat.unflatten(x))
-    y = {o: cast("torch.Tensor", get_at_path(out, o)) for o in out_paths}
-
-    def row(o: str, idx: tuple[int, ...]) -> dict:
-        grads = torch.autograd.grad(
-            y[o][idx], [x[p] for p in in_paths], retain_graph=True, allow_unused=True
-        )
+    def tensors(requires_grad: bool) -> dict[str, torch.Tensor]:
         return {
-            p: g.detach() for p, g in zip(in_paths, grads, strict=True) if g is not None
+            p: torch.tensor(
+                as_numpy(flat[p].value, flat[p].compute_dtype),
+                requires_grad=requires_grad,
+            )
+            for p in in_paths
         }
 
-    return _rows(
-        {o: tuple(y[o].shape) for o in out_paths},
-        {p: tuple(x[p].shape) for p in in_paths},
-        row,
-    )
+    def f(x: dict) -> dict:
+        out = apply_tesseract(client, flat.unflatten(x))
+        return {o: cast("torch.Tensor", get_at_path(out, o)) for o in out_paths}
+
+    x = tensors(True)
+    y = f(x)
+    for ct in probes.cotangents:
+        grads = torch.autograd.grad(
+            [y[o] for o in out_paths],
+            [x[p] for p in in_paths],
+            grad_outputs=[torch.as_tensor(ct[o], dtype=y[o].dtype) for o in out_paths],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        probes.vjps.append(
+            {
+                p: np.zeros(x[p].shape) if g is None else g.detach().numpy()
+                for p, g in zip(in_paths, grads, strict=True)
+            }
+        )
+    base = tensors(False)
+    for t in probes.tangents:
+        tangent = {p: torch.as_tensor(t[p], dtype=base[p].dtype) for p in in_paths}
+        jt = torch.func.jvp(f, (base,), (tangent,))[1]
+        probes.jvps.append({o: jt[o].detach().numpy() for o in out_paths})
+    return probes
 
 
-def _rows(
-    out_shapes: dict[str, tuple[int, ...]],
-    in_shapes: dict[str, tuple[int, ...]],
-    row: Callable[[str, tuple[int, ...]], dict],
-) -> dict[str, dict[str, np.ndarray]]:
-    """Jacobian blocks from one reverse pass per output element.
-
-    ``row(o, idx)`` gives ``{in_path: gradient}`` of output element ``o[idx]``;
-    inputs it leaves out have a zero gradient.
-    """
-    result: dict[str, dict[str, np.ndarray]] = {}
-    for o, shape in out_shapes.items():
-        blocks = {p: np.zeros((*shape, *s)) for p, s in in_shapes.items()}
-        for idx in np.ndindex(shape):
-            for p, g in row(o, idx).items():
-                blocks[p][idx] = np.asarray(g)
-        result[o] = blocks
+def _contract(
+    blocks: Mapping[str, Mapping[str, np.ndarray]],
+    vector: Mapping[str, np.ndarray],
+    reverse: bool,
+) -> dict[str, np.ndarray]:
+    """``ct . J`` per input (``reverse``) or ``J . t`` per output, from Jacobian blocks."""
+    result: dict[str, np.ndarray] = {}
+    for o, row in blocks.items():
+        for p, block in row.items():
+            block = np.asarray(block, np.float64)
+            if reverse:
+                term = np.tensordot(vector[o], block, axes=np.ndim(vector[o]))
+                result[p] = result.get(p, 0.0) + term
+            else:
+                n_in = np.ndim(vector[p])
+                term = np.tensordot(
+                    block,
+                    vector[p],
+                    axes=(
+                        list(range(block.ndim - n_in, block.ndim)),
+                        list(range(n_in)),
+                    ),
+                )
+                result[o] = result.get(o, 0.0) + term
     return result
 
 
@@ -439,6 +503,67 @@ def _compare(
     }
 
 
+def _comparisons(
+    got: Any,
+    reference: Mapping[str, Mapping[str, np.ndarray]],
+    estimate: Mapping[str, Mapping[str, np.ndarray]],
+    shapes: Mapping[str, tuple[int, ...]],
+    in_paths: Sequence[str],
+    out_paths: Sequence[str],
+    rtol: float | None,
+) -> Iterator[tuple[tuple[str, str], str, dict[str, Any], Callable[[list[int]], str]]]:
+    """Every comparison of one way with the reference: ``(key, label, result, describe)``.
+
+    A way that computed Jacobian blocks is compared block by block; one that
+    ran probes (:class:`Probes`), product by product with the reference's
+    Jacobian contracted along the same directions (and its error estimate
+    along their magnitudes). ``describe(index)`` names an entry.
+    """
+    if isinstance(got, Probes):
+        for k, (ct, vjp) in enumerate(zip(got.cotangents, got.vjps, strict=True)):
+            expected = _contract(reference, ct, reverse=True)
+            error = _contract(estimate, {o: np.abs(c) for o, c in ct.items()}, True)
+            for p in in_paths:
+                yield (
+                    (f"VJP probe {k + 1}", p),
+                    f"VJP probe {k + 1} (d/d {p})",
+                    _compare(expected[p], vjp[p], error[p], rtol),
+                    functools.partial(_name_vjp, k, p),
+                )
+        for k, (t, jvp) in enumerate(zip(got.tangents, got.jvps, strict=True)):
+            expected = _contract(reference, t, reverse=False)
+            error = _contract(estimate, {p: np.abs(v) for p, v in t.items()}, False)
+            for o in out_paths:
+                yield (
+                    (o, f"JVP probe {k + 1}"),
+                    f"JVP probe {k + 1} ({o})",
+                    _compare(expected[o], jvp[o], error[o], rtol),
+                    functools.partial(_name_jvp, k, o),
+                )
+        return
+    for o in out_paths:
+        for p in in_paths:
+            n_out = len(shapes[o])
+            yield (
+                (o, p),
+                f"d {o} / d {p}",
+                _compare(reference[o][p], got[o][p], estimate[o][p], rtol),
+                functools.partial(_name_entry, o, p, n_out),
+            )
+
+
+def _name_vjp(k: int, p: str, index: list[int]) -> str:
+    return f"VJP probe {k + 1}, d/d {_element(p, index)}"
+
+
+def _name_jvp(k: int, o: str, index: list[int]) -> str:
+    return f"JVP probe {k + 1}, {_element(o, index)}"
+
+
+def _name_entry(o: str, p: str, n_out: int, index: list[int]) -> str:
+    return f"d {_element(o, index[:n_out])} / d {_element(p, index[n_out:])}"
+
+
 def _too_noisy(
     ref: np.ndarray, got: np.ndarray, error: np.ndarray, scale: float
 ) -> bool:
@@ -498,6 +623,8 @@ def run_check(
     progress: bool | None = None,
     eps: float | None = None,
     endpoints: Sequence[str] = ENDPOINT_WAYS,
+    probes: int = 3,
+    seed: int = 0,
 ) -> Report:
     """``tess-ad check TARGET``: load the Tesseract and its inputs, then :func:`check_gradients`.
 
@@ -521,6 +648,8 @@ def run_check(
         progress=progress,
         eps=eps,
         endpoints=endpoints,
+        probes=probes,
+        seed=seed,
         target=target,
         inputs_file=used,
     )
@@ -538,6 +667,8 @@ def check_gradients(
     progress: bool | None = False,
     eps: float | None = None,
     endpoints: Sequence[str] = ENDPOINT_WAYS,
+    probes: int = 3,
+    seed: int = 0,
     target: str | None = None,
     inputs_file: Path | None = None,
 ) -> Report:
@@ -569,6 +700,11 @@ def check_gradients(
         eps: An absolute step for the reference (default: scale-aware).
         endpoints: Which of the Tesseract's own endpoints to check, of
             ``"jacobian"``, ``"vjp"``, ``"jvp"`` (default: all it has).
+        probes: How many random cotangents and tangents each framework way
+            is checked along (a VJP and a JVP each, not a pull-back per
+            output element: on an apply-only Tesseract, a handful of
+            finite-difference products).
+        seed: The probes' seed.
         target: What to call the Tesseract in the report.
         inputs_file: Where the inputs came from, for the report.
 
@@ -663,9 +799,10 @@ def check_gradients(
             ways.append(_run_way(name, client, by_route, how))
     # the adapters differentiate through the Tesseract's own endpoints, or FD when it has none
     via = "own endpoints" if has_own else f"{method} differences"
+    base_x = {p: as_numpy(flat[p].value, flat[p].compute_dtype) for p in in_paths}
     for name, fn, how in (
-        ("jax", _jax_jacobian, "jax.vjp"),
-        ("torch", _torch_jacobian, "backward()"),
+        ("jax", _jax_probes, "jax.vjp and jax.jvp"),
+        ("torch", _torch_probes, "backward() and torch.func.jvp"),
     ):
         if name not in frameworks:
             continue
@@ -682,15 +819,24 @@ def check_gradients(
             )
             continue
 
-        def compute(c: Any, fn: Callable = fn) -> dict:
+        def compute(c: Any, fn: Callable = fn) -> Any:
             target_client = (
                 c if has_own else with_finite_differences(c, method=method, eps=eps)
             )
-            return fn(target_client, inputs, flat, in_paths, out_paths)
+            drawn = make_probes(probes, seed, shapes, base_x)
+            # a mode the Tesseract has no endpoint for is not probed (with
+            # finite differences, both are)
+            if has_own and not own.has_reverse:
+                drawn.cotangents = []
+            if has_own and not own.has_forward:
+                drawn.tangents = []
+            return fn(target_client, flat, in_paths, out_paths, drawn)
 
-        ways.append(
-            _run_way(name, client, compute, f"{how} through tess_ad.{name} ({via})")
+        what = (
+            f"{how} along {probes} random cotangents and tangents "
+            f"through tess_ad.{name} ({via})"
         )
+        ways.append(_run_way(name, client, compute, what))
 
     reference = ways[0]
     failures: list[str] = []
@@ -702,25 +848,29 @@ def check_gradients(
         assert way.jacobian is not None  # _run_way sets it whenever error is None
         if reference.jacobian is None or way is reference:
             continue
-        for o in out_paths:
-            for p in in_paths:
-                pair = way.diffs[(o, p)] = _compare(
-                    reference.jacobian[o][p], way.jacobian[o][p], estimate[o][p], rtol
+        for key, label, pair, describe in _comparisons(
+            way.jacobian,
+            reference.jacobian,
+            estimate,
+            shapes,
+            in_paths,
+            out_paths,
+            rtol,
+        ):
+            pair["label"] = label
+            way.diffs[key] = pair
+            if pair["verdict"] == "disagrees":
+                failures.append(
+                    f"{way.name} disagrees with {reference.name} on {label}"
                 )
-                if pair["verdict"] == "disagrees":
-                    failures.append(
-                        f"{way.name} disagrees with {reference.name} on d {o} / d {p}"
+                worst = pair["worst"]
+                if "index" in worst:
+                    where.append(
+                        f"{way.name}: {describe(worst['index'])} is "
+                        f"{worst['actual']:.6g}, finite differences give "
+                        f"{worst['expected']:.6g} (allowed difference "
+                        f"{worst['allowed']:.2g})"
                     )
-                    worst = pair["worst"]
-                    if "index" in worst:
-                        n_out = len(shapes[o])
-                        where.append(
-                            f"{way.name}: d {_element(o, worst['index'][:n_out])} / "
-                            f"d {_element(p, worst['index'][n_out:])} is "
-                            f"{worst['actual']:.6g}, finite differences give "
-                            f"{worst['expected']:.6g} (allowed difference "
-                            f"{worst['allowed']:.2g})"
-                        )
     status = "error" if errors else ("disagrees" if failures else "agrees")
     return Report(
         {
@@ -734,6 +884,8 @@ def check_gradients(
             "k": K,
             "where": where,
             "reference": reference.name,
+            "adapters_via": "own endpoints" if has_own else "finite differences",
+            "probes": probes,
             "inputs_paths": in_paths,
             "outputs_paths": out_paths,
             "ways": [
@@ -819,7 +971,7 @@ class Report(Mapping[str, Any]):
         lines += [f"  - error in {e['way']}: {e['error']}" for e in self["errors"]]
         inconclusive = sorted(
             {
-                f"d {p['output']} / d {p['input']}"
+                p["label"]
                 for w in self["ways"]
                 for p in w["pairs"]
                 if p["verdict"] == "inconclusive"

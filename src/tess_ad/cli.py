@@ -68,9 +68,7 @@ def _way_verdict(report: Mapping[str, Any], way: dict) -> str:
     pairs = way["pairs"]
     if not pairs:
         return "not compared"
-    bad = [
-        f"d {p['output']}/d {p['input']}" for p in pairs if p["verdict"] == "disagrees"
-    ]
+    bad = [p["label"] for p in pairs if p["verdict"] == "disagrees"]
     if bad:
         more = f" +{len(bad) - 1}" if len(bad) > 1 else ""
         return f"[bold red]DISAGREES[/bold red] {bad[0]}{more}"
@@ -103,51 +101,31 @@ def print_report(
     _print_verdict(report, console)
 
 
+_VERDICT = {
+    "agrees": "[green]agrees[/green]",
+    "inconclusive": "[yellow]inconclusive[/yellow]",
+    "disagrees": "[bold red]DISAGREES[/bold red]",
+}
+
+
 def _print_pairs(report: Mapping[str, Any], console: Console) -> None:
-    """One table per output/input pair: every way's difference from the reference."""
-    ways = {w["name"]: w for w in report["ways"]}
+    """Each way's comparisons: per output/input pair, or per probe for a framework."""
     for w in report["ways"]:
         console.print(f"{w['name']}: {w['via']}", highlight=False)
-    for o in report["outputs_paths"]:
-        for p in report["inputs_paths"]:
-            table = Table(title=f"d {o} / d {p}", title_justify="left")
-            for col in (
-                "way",
-                "max abs diff",
-                "max rel diff",
-                "calls",
-                "seconds",
-                "verdict",
-            ):
-                table.add_column(col)
-            for name, w in ways.items():
-                cost = (w["calls_text"], f"{w['seconds']:.3f}")
-                if w["error"] is not None:
-                    table.add_row(name, "-", "-", *cost, "[red]error (below)[/red]")
-                    continue
-                if name == report["reference"]:
-                    table.add_row(name, "-", "-", *cost, "reference")
-                    continue
-                pair = next(
-                    (x for x in w["pairs"] if x["output"] == o and x["input"] == p),
-                    None,
-                )
-                if pair is None:  # the reference failed: nothing to compare with
-                    table.add_row(name, "-", "-", *cost, "not compared")
-                    continue
-                verdict = {
-                    "agrees": "[green]agrees[/green]",
-                    "inconclusive": "[yellow]inconclusive[/yellow]",
-                    "disagrees": "[bold red]DISAGREES[/bold red]",
-                }[pair["verdict"]]
-                table.add_row(
-                    name,
-                    f"{pair['max_abs_diff']:.2e}",
-                    f"{pair['max_rel_diff']:.2e}",
-                    *cost,
-                    verdict,
-                )
-            console.print(table)
+    for w in report["ways"]:
+        if w["name"] == report["reference"] or not w["pairs"]:
+            continue
+        table = Table(title=w["name"], title_justify="left", box=box.SIMPLE_HEAD)
+        for col in ("compared", "max abs diff", "max rel diff", "verdict"):
+            table.add_column(col, overflow="fold")
+        for pair in w["pairs"]:
+            table.add_row(
+                pair["label"],
+                f"{pair['max_abs_diff']:.2e}",
+                f"{pair['max_rel_diff']:.2e}",
+                _VERDICT[pair["verdict"]],
+            )
+        console.print(table)
 
 
 def _print_verdict(report: Mapping[str, Any], console: Console) -> None:
@@ -157,7 +135,7 @@ def _print_verdict(report: Mapping[str, Any], console: Console) -> None:
     )
     inconclusive = sorted(
         {
-            f"d {p['output']} / d {p['input']}"
+            p["label"]
             for w in report["ways"]
             for p in w["pairs"]
             if p["verdict"] == "inconclusive"
@@ -169,6 +147,14 @@ def _print_verdict(report: Mapping[str, Any], console: Console) -> None:
             "finite-difference reference is too noisy there to tell a right "
             "gradient from a 10% wrong one. Try --method richardson, other "
             "inputs, or a float64 build of the Tesseract."
+        )
+    frameworks = [w["name"] for w in report["ways"] if w["name"] in ("jax", "torch")]
+    if frameworks and report.get("adapters_via") == "finite differences":
+        console.print(
+            f"{' and '.join(frameworks)} go through finite differences (the "
+            "Tesseract has no gradient endpoints): checked to reproduce them "
+            f"along {report['probes']} random directions.",
+            highlight=False,
         )
     for skip in report["skipped"]:
         console.print(f"skipped {skip['way']}: {skip['reason']}", highlight=False)
@@ -268,6 +254,14 @@ def check(
             "(default: all it has).",
         ),
     ] = None,
+    probes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Random cotangents and tangents each framework way is checked along.",
+        ),
+    ] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the probes.")] = 0,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v", help="Also one table per output/input pair."),
@@ -288,6 +282,8 @@ def check(
             progress=progress,
             eps=eps,
             endpoints=tuple(endpoints) if endpoints else ("jacobian", "vjp", "jvp"),
+            probes=probes,
+            seed=seed,
         )
     except CheckError as exc:
         if debug:
