@@ -969,7 +969,16 @@ class Report(Mapping[str, Any]):
         lines = [f"gradient check of {self['target']}: {self.status}"]
         lines += [f"  - {line}" for line in self.where or self.failures]
         lines += [f"  - error in {e['way']}: {e['error']}" for e in self["errors"]]
-        inconclusive = sorted(
+        if self.inconclusive:
+            lines.append(
+                f"  inconclusive (reference too noisy): {', '.join(self.inconclusive)}"
+            )
+        return "\n".join(lines)
+
+    @property
+    def inconclusive(self) -> list[str]:
+        """The comparisons the reference was too noisy to judge, by label."""
+        return sorted(
             {
                 p["label"]
                 for w in self["ways"]
@@ -977,11 +986,6 @@ class Report(Mapping[str, Any]):
                 if p["verdict"] == "inconclusive"
             }
         )
-        if inconclusive:
-            lines.append(
-                f"  inconclusive (reference too noisy): {', '.join(inconclusive)}"
-            )
-        return "\n".join(lines)
 
 
 def assert_gradients(

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._check import CheckError, run_check
+from ._check import CheckError, Report, run_check
 
 app = typer.Typer(
     help="Differentiate Tesseracts from JAX and PyTorch, and check their gradients.",
@@ -77,9 +77,7 @@ def _way_verdict(report: Mapping[str, Any], way: dict) -> str:
     return "[green]agrees[/green]"
 
 
-def print_report(
-    report: Mapping[str, Any], console: Console, verbose: bool = False
-) -> None:
+def print_report(report: Report, console: Console, verbose: bool = False) -> None:
     """A compact summary (one line per way); per-pair tables with ``verbose``."""
     console.print(
         f"tess-ad check {report['target']}\ninputs: {report['inputs_file']}",
@@ -128,19 +126,12 @@ def _print_pairs(report: Mapping[str, Any], console: Console) -> None:
         console.print(table)
 
 
-def _print_verdict(report: Mapping[str, Any], console: Console) -> None:
+def _print_verdict(report: Report, console: Console) -> None:
     """Notes (skipped ways, inconclusive pairs, errors) and the verdict."""
     within = f"{report['k']:g} x the reference's estimated error" + (
         f" + rtol={report['rtol']:g}" if report["rtol"] is not None else ""
     )
-    inconclusive = sorted(
-        {
-            p["label"]
-            for w in report["ways"]
-            for p in w["pairs"]
-            if p["verdict"] == "inconclusive"
-        }
-    )
+    inconclusive = report.inconclusive
     if inconclusive:
         console.print(
             f"[yellow]inconclusive[/yellow] on {', '.join(inconclusive)}: the "
