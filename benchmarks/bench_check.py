@@ -19,6 +19,7 @@ Run from the repository root (a few minutes)::
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,11 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# tesseract-core's command, beside this Python (its venv need not be activated)
+_BESIDE = Path(sys.executable).parent / "tesseract-runtime"
+RUNTIME = (
+    str(_BESIDE) if _BESIDE.exists() else (shutil.which("tesseract-runtime") or "")
+)
 
 # (folder, whether its gradients are right, what is special about it)
 CASES = [
@@ -118,7 +124,7 @@ def main() -> None:
                 counts,
             )
             theirs = run(
-                ["tesseract-runtime", "check-gradients", f"@{inputs}"],
+                [RUNTIME, "check-gradients", f"@{inputs}"],
                 {**env, "TESSERACT_API_PATH": str(shim_dir / "tesseract_api.py")},
                 counts,
             )
