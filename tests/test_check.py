@@ -7,6 +7,7 @@ the ones ``tests/test_cli.py`` runs the command on.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -22,7 +23,10 @@ ROSENBROCK = {"x": np.array([0.5, -1.0, 2.0]), "a": 1.0, "b": 100.0}
 
 @pytest.fixture(autouse=True, scope="module")
 def _quiet_forward_ad():
-    load_forward_ad_decompositions()
+    # torch's forward AD (the PyTorch way's JVP probes), where torch is installed;
+    # these tests check the JAX way at most, and run without torch (dev/test.sh)
+    if importlib.util.find_spec("torch") is not None:
+        load_forward_ad_decompositions()
 
 
 def test_a_correct_tesseract_agrees_and_the_report_is_its_json(local_tesseract):
