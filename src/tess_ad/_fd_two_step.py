@@ -152,9 +152,48 @@ class _Direction:
                 self.rounding[o] = 2.0 * delta / w1
 
 
-def _width(method: str) -> int:
-    """Evaluations per direction (the forward base point is shared)."""
-    return 2 if method == "forward" else 4
+class _Layout:
+    """How a two-step plan lays out its evaluations, and their outputs as they come.
+
+    Forward differences evaluate the base point first (evaluation 0, shared
+    by every direction), then ``x + h``, ``x + 2h`` per direction; central
+    ones (and Richardson) ``x + 2h``, ``x - 2h``, ``x + h``, ``x - h``.
+    """
+
+    def __init__(self, method: str) -> None:
+        if method not in TWO_STEP_METHODS:
+            raise ValueError(
+                f"error estimates and Richardson extrapolation take one of "
+                f"{TWO_STEP_METHODS}, got {method!r}"
+            )
+        self.per = 2 if method == "forward" else 4
+        self.offset = 1 if method == "forward" else 0
+        self.base: Flat | None = None
+        self._pending: list[Flat] = []
+
+    def size(self, directions: int) -> int:
+        """Evaluations for this many directions."""
+        return self.offset + self.per * directions
+
+    def where(self, k: int) -> tuple[int, float] | None:
+        """The direction evaluation ``k`` moves along, and by how many steps (``None``: the base)."""
+        if k < self.offset:
+            return None
+        d, j = divmod(k - self.offset, self.per)
+        return d, ((2.0, -2.0, 1.0, -1.0) if self.per == 4 else (1.0, 2.0))[j]
+
+    def collect(
+        self, k: int, out: Flat, out_paths: Sequence[str]
+    ) -> tuple[int, list[Flat]] | None:
+        """Keep evaluation ``k``'s outputs; a direction's, and its index, once all are in."""
+        if k < self.offset:
+            self.base = {o: out[o] for o in out_paths}
+            return None
+        self._pending.append(out)
+        if len(self._pending) < self.per:
+            return None
+        outs, self._pending = self._pending, []
+        return (k - self.offset) // self.per, outs
 
 
 def two_step_plan(
@@ -177,16 +216,9 @@ def two_step_plan(
     :func:`tess_ad._fd.jacobian_plan` / :func:`tess_ad._fd.vjp_plan` lay out
     theirs, in float64.
     """
-    if method not in TWO_STEP_METHODS:
-        raise ValueError(
-            f"error estimates and Richardson extrapolation take one of "
-            f"{TWO_STEP_METHODS}, got {method!r}"
-        )
+    layout = _Layout(method)
     x = {p: np.asarray(v) for p, v in x.items()}
     directions = _directions(x, _elements(x), sparsity)
-    n = len(directions)
-    per = _width(method)
-    offset = 1 if method == "forward" else 0
     ct = (
         None
         if cotangent is None
@@ -197,26 +229,20 @@ def two_step_plan(
     vjp = {p: np.zeros(v.shape) for p, v in x.items()}
     vjp_error = {p: np.zeros(v.shape) for p, v in x.items()}
     shapes: dict[str, tuple[int, ...]] = {}
-    base: dict[str, Flat] = {}
-    pending: list[Flat] = []
-
-    def multiplier(j: int) -> float:
-        return (2.0, -2.0, 1.0, -1.0)[j] if per == 4 else (1.0, 2.0)[j]
 
     def point(k: int) -> Flat:
-        if k < offset:
-            return {}
-        i, j = divmod(k - offset, per)
-        return perturb_all(x, directions[i], steps, multiplier(j))
+        w = layout.where(k)
+        return {} if w is None else perturb_all(x, directions[w[0]], steps, w[1])
 
     def describe(k: int) -> str:
-        if k < offset:
+        w = layout.where(k)
+        if w is None:
             return "the base point is evaluated"
-        return _direction_name(directions[(k - offset) // per])
+        return _direction_name(directions[w[0]])
 
     def widths(e: _Element) -> tuple[float, float]:
         h = float(steps[e.path][e.index])
-        if per == 2:
+        if layout.per == 2:
             return _actual(x[e.path], e.index, h), _actual(x[e.path], e.index, 2 * h)
         return (
             _actual(x[e.path], e.index, h) - _actual(x[e.path], e.index, -h),
@@ -224,16 +250,11 @@ def two_step_plan(
         )
 
     def accumulate(k: int, out: Flat) -> None:
-        if k < offset:
-            base["out"] = {o: out[o] for o in out_paths}
-            return
-        pending.append(out)
-        if len(pending) < per:
-            return
-        outs = list(pending)
-        pending.clear()
-        for e in directions[(k - offset) // per]:
-            column(e, _Direction(method, outs, widths(e), out_paths, base.get("out")))
+        done = layout.collect(k, out, out_paths)
+        if done is not None:
+            d, outs = done
+            for e in directions[d]:
+                column(e, _Direction(method, outs, widths(e), out_paths, layout.base))
 
     def rows_of(o: str, e: _Element, shape: tuple[int, ...]) -> np.ndarray | None:
         """Where column ``e`` of output ``o`` may be non-zero (``None``: everywhere)."""
@@ -293,7 +314,7 @@ def two_step_plan(
                     blocks[o].setdefault(p, np.zeros((*shapes.get(o, ()), *x[p].shape)))
         return value_blocks, error_blocks
 
-    return Plan(offset + per * n, point, describe, accumulate, finish)
+    return Plan(layout.size(len(directions)), point, describe, accumulate, finish)
 
 
 def two_step_jvp_plan(
@@ -305,38 +326,26 @@ def two_step_jvp_plan(
     dtypes: Mapping[str, np.dtype] | None = None,
 ) -> Plan:
     """Plan a JVP with two steps along each group of the tangent; result ``(value, error)``."""
-    if method not in TWO_STEP_METHODS:
-        raise ValueError(
-            f"error estimates and Richardson extrapolation take one of "
-            f"{TWO_STEP_METHODS}, got {method!r}"
-        )
+    layout = _Layout(method)
     x = {p: np.asarray(v) for p, v in x.items()}
     t = {p: np.asarray(tangent[p], dtype=np.float64) for p in x}
     groups = jvp_groups(x, t, method, eps, dtypes)
-    per = _width(method)
-    offset = 1 if method == "forward" else 0
     directions: list[_Direction] = []
-    pending: list[Flat] = []
-    base: dict[str, Flat] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-
-    def multiplier(j: int) -> float:
-        return (2.0, -2.0, 1.0, -1.0)[j] if per == 4 else (1.0, 2.0)[j]
 
     def shifted(g: int, m: float) -> Flat:
         paths, h = groups[g]
         return {p: (x[p] + m * h * t[p]).astype(x[p].dtype) for p in paths}
 
     def point(k: int) -> Flat:
-        if k < offset:
-            return {}
-        g, j = divmod(k - offset, per)
-        return shifted(g, multiplier(j))
+        w = layout.where(k)
+        return {} if w is None else shifted(*w)
 
     def describe(k: int) -> str:
-        if k < offset:
+        w = layout.where(k)
+        if w is None:
             return "the base point is evaluated"
-        paths = groups[(k - offset) // per][0]
+        paths = groups[w[0]][0]
         return f"input(s) {', '.join(map(repr, paths))} perturbed along the tangent"
 
     def taken(g: int, m: float) -> float:
@@ -346,30 +355,20 @@ def two_step_jvp_plan(
         i_max = np.unravel_index(int(np.argmax(np.abs(t[p_max]))), t[p_max].shape)
         up = float(shifted(g, m)[p_max][i_max])
         down = (
-            float(shifted(g, -m)[p_max][i_max]) if per == 4 else float(x[p_max][i_max])
+            float(shifted(g, -m)[p_max][i_max])
+            if layout.per == 4
+            else float(x[p_max][i_max])
         )
         return (up - down) / float(t[p_max][i_max])
 
     def accumulate(k: int, out: Flat) -> None:
         for o in out_paths:
             shapes.setdefault(o, np.shape(out[o]))
-        if k < offset:
-            base["out"] = {o: out[o] for o in out_paths}
-            return
-        pending.append(out)
-        if len(pending) < per:
-            return
-        g = (k - offset) // per
-        directions.append(
-            _Direction(
-                method,
-                pending,
-                (taken(g, 1.0), taken(g, 2.0)),
-                out_paths,
-                base.get("out"),
-            )
-        )
-        pending.clear()
+        done = layout.collect(k, out, out_paths)
+        if done is not None:
+            g, outs = done
+            widths = (taken(g, 1.0), taken(g, 2.0))
+            directions.append(_Direction(method, outs, widths, out_paths, layout.base))
 
     def finish() -> tuple[Flat, Flat]:
         value: Flat = {}
@@ -383,7 +382,6 @@ def two_step_jvp_plan(
             error[o] = _estimate(method, v, diff, rounding)
         return value, error
 
-    size = offset + per * len(groups) if groups else 1
     if (
         not groups
     ):  # a zero tangent: zeros, known exactly; one evaluation for the shapes
@@ -399,4 +397,4 @@ def two_step_jvp_plan(
             lambda k, out: shapes.update({o: np.shape(out[o]) for o in out_paths}),
             finish_zero,
         )
-    return Plan(size, point, describe, accumulate, finish)
+    return Plan(layout.size(len(groups)), point, describe, accumulate, finish)
