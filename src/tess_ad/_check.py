@@ -274,6 +274,8 @@ class Way:
     note: str = ""
     diffs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    # per compared block: (way - reference) / allowed, for the HTML report
+    ratios: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 def _run_way(
@@ -449,14 +451,17 @@ def _contract(
 
 def _compare(
     ref: np.ndarray, got: np.ndarray, error: np.ndarray, rtol: float | None
-) -> dict[str, Any]:
-    """One way's block against the reference's: the verdict and the worst entry.
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One way's block against the reference's: the verdict, the worst entry, the ratios.
 
-    Returns ``max_abs_diff``, ``max_rel_diff`` (relative to the block's
-    largest entry, in the reference or the way), ``verdict`` (``"agrees"``, ``"disagrees"``,
-    ``"inconclusive"``), ``ok`` (not ``"disagrees"``) and ``worst``: the
-    entry that exceeds its allowance the most (``index`` into the block,
-    ``expected``, ``actual``, ``allowed``).
+    Returns the comparison (``max_abs_diff``, ``max_rel_diff`` relative to
+    the block's largest entry in the reference or the way, ``verdict``:
+    ``"agrees"``, ``"disagrees"`` or ``"inconclusive"``, ``ok`` (not
+    ``"disagrees"``) and ``worst``: the entry that exceeds its allowance the
+    most, with its ``index`` into the block, ``expected``, ``actual``,
+    ``allowed``) and, per entry, ``(way - reference) / allowed`` (beyond
+    +-1: the entry disagrees; ``None`` when the shapes differ), which the
+    HTML report draws.
     """
     got_raw = np.asarray(got)
     ref, got = np.asarray(ref, np.float64), got_raw.astype(np.float64)
@@ -467,7 +472,7 @@ def _compare(
             "verdict": "disagrees",
             "ok": False,
             "worst": {"shape": list(got.shape), "expected_shape": list(ref.shape)},
-        }
+        }, None
     diff = np.abs(got - ref)
     # the block's size: the reference's or the way's largest entry (a reference
     # swamped by noise can be exactly zero where the way is not)
@@ -494,13 +499,17 @@ def _compare(
         verdict = "inconclusive"
     else:
         verdict = "agrees"
+    signed = got - ref
+    # nothing allowed (an exact zero reference): any difference is infinitely off
+    ratio = np.where(signed == 0, 0.0, np.copysign(np.inf, signed))
+    np.divide(signed, allowed, out=ratio, where=allowed > 0)
     return {
         "max_abs_diff": max_diff,
         "max_rel_diff": rel,
         "verdict": verdict,
         "ok": verdict != "disagrees",
         "worst": worst,
-    }
+    }, ratio
 
 
 def _comparisons(
@@ -511,8 +520,17 @@ def _comparisons(
     in_paths: Sequence[str],
     out_paths: Sequence[str],
     rtol: float | None,
-) -> Iterator[tuple[tuple[str, str], str, dict[str, Any], Callable[[list[int]], str]]]:
-    """Every comparison of one way with the reference: ``(key, label, result, describe)``.
+) -> Iterator[
+    tuple[
+        tuple[str, str],
+        str,
+        tuple[dict[str, Any], np.ndarray | None],
+        Callable[[list[int]], str],
+    ]
+]:
+    """Every comparison of one way with the reference: ``(key, label, compared, describe)``.
+
+    ``compared`` is what :func:`_compare` returns.
 
     A way that computed Jacobian blocks is compared block by block; one that
     ran probes (:class:`Probes`), product by product with the reference's
@@ -848,7 +866,7 @@ def check_gradients(
         assert way.jacobian is not None  # _run_way sets it whenever error is None
         if reference.jacobian is None or way is reference:
             continue
-        for key, label, pair, describe in _comparisons(
+        for key, label, (pair, ratio), describe in _comparisons(
             way.jacobian,
             reference.jacobian,
             estimate,
@@ -859,6 +877,8 @@ def check_gradients(
         ):
             pair["label"] = label
             way.diffs[key] = pair
+            if ratio is not None:
+                way.ratios[key] = ratio
             if pair["verdict"] == "disagrees":
                 failures.append(
                     f"{way.name} disagrees with {reference.name} on {label}"
@@ -904,7 +924,13 @@ def check_gradients(
             ],
             "ok": status == "agrees",
             "failures": failures,
-        }
+        },
+        Blocks(
+            reference.jacobian or {},
+            estimate,
+            {w.name: w.ratios for w in ways if w.ratios},
+            shapes,
+        ),
     )
 
 
@@ -912,6 +938,24 @@ def _describe(tesseract: Any) -> str:
     """A Tesseract's URL or ``tesseract_api.py`` path, for a report."""
     found = remote_target(tesseract)
     return found[1] if found is not None else type(tesseract).__name__
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """The arrays behind a :class:`Report`, which its JSON leaves out (the HTML report draws them).
+
+    ``reference[o][p]`` and ``error[o][p]``: the finite-difference Jacobian
+    block of output ``o`` w.r.t. input ``p`` (shape ``o``'s then ``p``'s) and
+    its estimated error; ``ratios[way][key]``: ``(way - reference) /
+    allowed`` per compared entry, keyed as the way's pairs are (``(o, p)``
+    for a Jacobian block, ``("VJP probe k", p)`` or ``(o, "JVP probe k")``
+    for a framework's probe).
+    """
+
+    reference: Mapping[str, Mapping[str, np.ndarray]]
+    error: Mapping[str, Mapping[str, np.ndarray]]
+    ratios: Mapping[str, Mapping[tuple[str, str], np.ndarray]]
+    output_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class Report(Mapping[str, Any]):
@@ -925,8 +969,9 @@ class Report(Mapping[str, Any]):
     target and the inputs file.
     """
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], blocks: Blocks | None = None) -> None:
         self._data = data
+        self.blocks = blocks or Blocks({}, {}, {})
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -963,6 +1008,21 @@ class Report(Mapping[str, Any]):
     def to_json(self) -> str:
         """The report as a JSON document (what ``tess-ad check --json`` prints)."""
         return json.dumps(self._data, indent=2)
+
+    def to_html(self) -> str:
+        """The report as a self-contained HTML page (what ``tess-ad check --report`` writes).
+
+        The summary, then per output/input pair the reference Jacobian and
+        each way's difference from it as heatmaps scaled by the allowed
+        difference (PNG images embedded in the page). Needs matplotlib
+        (``pip install 'tess-ad[report]'``).
+
+        Raises:
+            ImportError: When matplotlib is not installed.
+        """
+        from ._check_html import render
+
+        return render(self)
 
     def summary(self) -> str:
         """The verdict in a few lines of text: what disagrees, where, what raised."""
