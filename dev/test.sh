@@ -167,7 +167,7 @@ py312() {
     python=$(other_python 3.12 "${PY312:-}") || return 1
     [ -n "$python" ] || return 0
     # the newest JAX and tesseract-jax that pip resolves for this Python
-    new_venv "$WORK/py312" "$python" -e "$ROOT[jax,runtime,dask,test]" tesseract-jax || return 1
+    new_venv "$WORK/py312" "$python" -e "$ROOT[jax,runtime,dask,report,test]" tesseract-jax || return 1
     versions "$WORK/py312/bin/python"
     (cd "$ROOT" && "$WORK/py312/bin/python" -m pytest -m "slow or not slow" \
         -p no:cacheprovider "${NEEDS_TORCH[@]}")

@@ -258,10 +258,21 @@ def check(
         typer.Option("--verbose", "-v", help="Also one table per output/input pair."),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    html_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write a self-contained HTML page: the summary and, per "
+            "output/input pair, heatmaps of the reference Jacobian and each way's "
+            "difference from it (needs matplotlib).",
+        ),
+    ] = None,
 ) -> None:
     """Compare a Tesseract's derivatives four ways; exit 1 if any disagree."""
     console = Console()
     try:
+        if html_report is not None:
+            _can_write_report(html_report)
         report = run_check(
             target,
             inputs,
@@ -290,12 +301,33 @@ def check(
                 "errors": [{"way": None, "error": str(exc)}],
             }
             print(json.dumps(document, indent=2))
+        if html_report is not None and html_report.parent.is_dir():
+            from ._check_html import render_error
+
+            html_report.write_text(render_error(target, str(exc)), encoding="utf-8")
         raise typer.Exit(2) from None
+    if html_report is not None:
+        html_report.write_text(report.to_html(), encoding="utf-8")
     if as_json:
         print(report.to_json())
     else:
         print_report(report, console, verbose)
+        if html_report is not None:
+            console.print(f"report: {html_report}", highlight=False, soft_wrap=True)
     raise typer.Exit({"agrees": 0, "disagrees": 1}.get(report["status"], 2))
+
+
+def _can_write_report(path: Path) -> None:
+    """Fail before the check, not after it, when ``--report`` cannot be written."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise CheckError(
+            "--report needs matplotlib, which is not installed: "
+            "pip install 'tess-ad[report]'"
+        )
+    if not path.parent.is_dir():
+        raise CheckError(f"--report: no such folder {path.parent} (create it first)")
 
 
 def main() -> None:
