@@ -99,3 +99,37 @@ def test_bad_inputs_and_options_raise_a_check_error(local_tesseract):
         tess_ad.check_gradients(client, ROSENBROCK, method="stochastic")
     with pytest.raises(ValueError, match="'nope'"):
         tess_ad.check_gradients(client, ROSENBROCK, input_paths=["nope"])
+
+
+@pytest.mark.parametrize("n", [4, 12])
+def test_framework_rows_of_an_apply_only_tesseract_cost_a_few_applies(
+    local_tesseract, n
+):
+    """Without gradient endpoints the adapters go through finite differences of
+    apply: their VJP probes reuse the reference's evaluations (the same points),
+    so a framework row costs a few applies per probe whatever the input size,
+    while the reference costs 4 per input element."""
+    client = local_tesseract(HERE / "smooth")
+    frameworks = ["jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    x64 = np.linspace(-0.9, 1.3, n)
+    inputs = {"x64": x64, "x32": np.array([0.2, 0.4], np.float32)}
+    with Spy(client) as spy:
+        report = tess_ad.check_gradients(
+            client,
+            inputs,
+            input_paths=["x64"],
+            output_paths=["y64"],
+            frameworks=frameworks,
+            probes=3,
+        )
+    assert report.ok, report.summary()
+    calls = {w["name"]: w["calls"] for w in report["ways"]}
+    assert list(calls) == ["finite differences", *frameworks]
+    assert calls["finite differences"] == {"apply": 4 * n}
+    # every apply that reached the Tesseract is counted in one row (plus the base)
+    assert spy.made() == {"apply": 1 + sum(c["apply"] for c in calls.values())}
+    # jax: 2 points per tangent plus its primal applies; torch reuses those points
+    assert calls["jax"]["apply"] <= 3 * 3 + 1
+    if "torch" in calls:
+        assert calls["torch"]["apply"] <= 3 + 1
+    assert "reusing the reference's evaluations" in report["ways"][1]["via"]

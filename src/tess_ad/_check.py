@@ -26,11 +26,13 @@ only when a check runs, so ``import tess_ad`` stays free of jax and torch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import json
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -720,8 +722,10 @@ def check_gradients(
             ``"jacobian"``, ``"vjp"``, ``"jvp"`` (default: all it has).
         probes: How many random cotangents and tangents each framework way
             is checked along (a VJP and a JVP each, not a pull-back per
-            output element: on an apply-only Tesseract, a handful of
-            finite-difference products).
+            output element). On a Tesseract with no gradient endpoint the
+            adapters go through finite differences, which reuse the
+            reference's evaluations: a framework row then costs a few
+            applies per probe, whatever the number of inputs.
         seed: The probes' seed.
         target: What to call the Tesseract in the report.
         inputs_file: Where the inputs came from, for the report.
@@ -787,74 +791,99 @@ def check_gradients(
     estimate: dict[str, dict[str, np.ndarray]] = {}
     skipped: list[dict[str, str]] = []
 
-    def reference_fd(c: Any) -> dict:
-        jac, err = with_finite_differences(
-            c, method=method, eps=eps, progress=progress
-        ).jacobian_with_error(inputs, in_paths, out_paths)
-        estimate.update(err)
-        return jac
-
-    ways = [
-        _run_way(
-            "finite differences",
-            client,
-            reference_fd,
-            f"{method} differences of apply, with error estimates",
+    # Without gradient endpoints, the adapters differentiate through finite
+    # differences of apply, at the points the reference already evaluated
+    # (the same steps): an evaluation cache they share makes each framework
+    # row cost only its new points (along the tangents), and the rows still
+    # check the adapters' own work, the contraction with each probe.
+    with contextlib.ExitStack() as stack:
+        shared = (
+            None
+            if has_own
+            else stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="tess_ad-check-")
+            )
         )
-    ]
-    for route, name, present, how in (
-        ("jacobian", "jacobian endpoint", own.has_jacobian, "the jacobian endpoint"),
-        ("vjp", "VJP endpoint", own.has_vjp, "one VJP per output element"),
-        ("jvp", "JVP endpoint", own.has_jvp, "one JVP per input element"),
-    ):
-        if present and route in endpoints:
 
-            def by_route(c: Any, route: str = route) -> dict:
-                return Endpoints(c).jacobian(
-                    inputs, in_paths, out_paths, output_shapes=shapes, route=route
+        def reference_fd(c: Any) -> dict:
+            jac, err = with_finite_differences(
+                c, method=method, eps=eps, progress=progress, cache=shared
+            ).jacobian_with_error(inputs, in_paths, out_paths)
+            estimate.update(err)
+            return jac
+
+        ways = [
+            _run_way(
+                "finite differences",
+                client,
+                reference_fd,
+                f"{method} differences of apply, with error estimates",
+            )
+        ]
+        for route, name, present, how in (
+            (
+                "jacobian",
+                "jacobian endpoint",
+                own.has_jacobian,
+                "the jacobian endpoint",
+            ),
+            ("vjp", "VJP endpoint", own.has_vjp, "one VJP per output element"),
+            ("jvp", "JVP endpoint", own.has_jvp, "one JVP per input element"),
+        ):
+            if present and route in endpoints:
+
+                def by_route(c: Any, route: str = route) -> dict:
+                    return Endpoints(c).jacobian(
+                        inputs, in_paths, out_paths, output_shapes=shapes, route=route
+                    )
+
+                ways.append(_run_way(name, client, by_route, how))
+        # the adapters differentiate through the Tesseract's own endpoints, or FD when it has none
+        via = "own endpoints" if has_own else f"{method} differences"
+        base_x = {p: as_numpy(flat[p].value, flat[p].compute_dtype) for p in in_paths}
+        for name, fn, how in (
+            ("jax", _jax_probes, "jax.vjp and jax.jvp"),
+            ("torch", _torch_probes, "backward() and torch.func.jvp"),
+        ):
+            if name not in frameworks:
+                continue
+            if importlib.util.find_spec(name) is not None:
+                # imported before the clock starts: the check times the calls, not
+                # the framework's import
+                importlib.import_module(f"tess_ad.{name}")
+            else:
+                skipped.append(
+                    {
+                        "way": name,
+                        "reason": f"{name} is not installed (pip install 'tess-ad[{name}]')",
+                    }
                 )
+                continue
 
-            ways.append(_run_way(name, client, by_route, how))
-    # the adapters differentiate through the Tesseract's own endpoints, or FD when it has none
-    via = "own endpoints" if has_own else f"{method} differences"
-    base_x = {p: as_numpy(flat[p].value, flat[p].compute_dtype) for p in in_paths}
-    for name, fn, how in (
-        ("jax", _jax_probes, "jax.vjp and jax.jvp"),
-        ("torch", _torch_probes, "backward() and torch.func.jvp"),
-    ):
-        if name not in frameworks:
-            continue
-        if importlib.util.find_spec(name) is not None:
-            # imported before the clock starts: the check times the calls, not
-            # the framework's import
-            importlib.import_module(f"tess_ad.{name}")
-        else:
-            skipped.append(
-                {
-                    "way": name,
-                    "reason": f"{name} is not installed (pip install 'tess-ad[{name}]')",
-                }
+            def compute(c: Any, fn: Callable = fn) -> Any:
+                target_client = (
+                    c
+                    if has_own
+                    else with_finite_differences(
+                        c, method=method, eps=eps, cache=shared
+                    )
+                )
+                drawn = make_probes(probes, seed, shapes, base_x)
+                # a mode the Tesseract has no endpoint for is not probed (with
+                # finite differences, both are)
+                if has_own and not own.has_reverse:
+                    drawn.cotangents = []
+                if has_own and not own.has_forward:
+                    drawn.tangents = []
+                return fn(target_client, flat, in_paths, out_paths, drawn)
+
+            what = (
+                f"{how} along {probes} random cotangents and tangents "
+                f"through tess_ad.{name} ({via}"
+                + ("" if has_own else ", reusing the reference's evaluations")
+                + ")"
             )
-            continue
-
-        def compute(c: Any, fn: Callable = fn) -> Any:
-            target_client = (
-                c if has_own else with_finite_differences(c, method=method, eps=eps)
-            )
-            drawn = make_probes(probes, seed, shapes, base_x)
-            # a mode the Tesseract has no endpoint for is not probed (with
-            # finite differences, both are)
-            if has_own and not own.has_reverse:
-                drawn.cotangents = []
-            if has_own and not own.has_forward:
-                drawn.tangents = []
-            return fn(target_client, flat, in_paths, out_paths, drawn)
-
-        what = (
-            f"{how} along {probes} random cotangents and tangents "
-            f"through tess_ad.{name} ({via})"
-        )
-        ways.append(_run_way(name, client, compute, what))
+            ways.append(_run_way(name, client, compute, what))
 
     reference = ways[0]
     failures: list[str] = []
