@@ -184,7 +184,6 @@ def test_served_target(served_tesseract):
         ([WRONG, "--inputs", "/no/such.json"], "no such file"),
         ([WRONG, "--inputs-paths", "z"], "'z'"),
         ([WRONG, "--outputs-paths", "nope"], "'nope' is not a Differentiable output"),
-        ([WRONG, "--method", "sideways"], "--method must be one of"),
         (["http://127.0.0.1:9"], "cannot reach a Tesseract at http://127.0.0.1:9"),
         ([EXAMPLES], "no such tesseract_api.py"),
     ],
@@ -298,6 +297,25 @@ def test_version_short_help_and_module_entry_point():
         check=True,
     )
     assert done.stdout.strip() == f"tess-ad {tess_ad.__version__}"
+
+
+def test_help_shows_the_choices_and_a_bad_one_is_refused():
+    wide = runner.invoke(app, ["check", "-h"], env={"COLUMNS": "200"}).stdout
+    for choices in (
+        "<central|richardson|forward|stochastic>",
+        "<jax|torch>",
+        "<jacobian|vjp|jvp>",
+    ):
+        assert choices in wide
+    bad = runner.invoke(
+        app, ["check", str(EXAMPLES / "rosenbrock"), "--method", "fast"]
+    )
+    assert bad.exit_code == 2
+    assert "'fast' is not one of 'central', 'richardson'" in bad.stderr
+    bad = runner.invoke(
+        app, ["check", str(EXAMPLES / "rosenbrock"), "--endpoints", "x"]
+    )
+    assert bad.exit_code == 2 and "--endpoints" in bad.stderr
 
 
 def test_which_inputs_file_is_used(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,31 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._check import CheckError, Report, run_check
+
+
+class Method(str, Enum):
+    """The reference's finite-difference method (stochastic is refused, with the reason)."""
+
+    central = "central"
+    richardson = "richardson"
+    forward = "forward"
+    stochastic = "stochastic"
+
+
+class Framework(str, Enum):
+    """A framework way."""
+
+    jax = "jax"
+    torch = "torch"
+
+
+class Endpoint(str, Enum):
+    """One of the Tesseract's own gradient endpoints."""
+
+    jacobian = "jacobian"
+    vjp = "vjp"
+    jvp = "jvp"
+
 
 app = typer.Typer(
     help="Differentiate Tesseracts from JAX and PyTorch, and check their gradients.",
@@ -186,12 +212,12 @@ def check(
         ),
     ] = None,
     method: Annotated[
-        str,
+        Method,
         typer.Option(
             help="Finite-difference method of the reference: central, richardson "
             "or forward (stochastic is refused: its estimates are random)."
         ),
-    ] = "central",
+    ] = Method.central,
     inputs_paths: Annotated[
         list[str] | None,
         typer.Option(
@@ -226,7 +252,7 @@ def check(
         ),
     ] = None,
     frameworks: Annotated[
-        list[str] | None,
+        list[Framework] | None,
         typer.Option(
             "--frameworks",
             help="Framework ways to run: jax, torch (default: both; one not "
@@ -238,7 +264,7 @@ def check(
         typer.Option(help="Absolute step of the reference (default: scale-aware)."),
     ] = None,
     endpoints: Annotated[
-        list[str] | None,
+        list[Endpoint] | None,
         typer.Option(
             "--endpoints",
             help="The Tesseract's own endpoints to check: jacobian, vjp, jvp "
@@ -276,14 +302,14 @@ def check(
         report = run_check(
             target,
             inputs,
-            method,
+            method.value,
             inputs_paths,
             outputs_paths,
             rtol,
-            frameworks=tuple(frameworks) if frameworks else ("jax", "torch"),
+            frameworks=tuple(f.value for f in frameworks or Framework),
             progress=progress,
             eps=eps,
-            endpoints=tuple(endpoints) if endpoints else ("jacobian", "vjp", "jvp"),
+            endpoints=tuple(e.value for e in endpoints or Endpoint),
             probes=probes,
             seed=seed,
         )
