@@ -70,7 +70,7 @@ def test_assert_gradients_for_a_users_test_suite(local_tesseract):
     wrong = local_tesseract("defaulted_wrong")
     with pytest.raises(
         AssertionError,
-        match=r"VJP endpoint: d y\[2\] / d s is 4, finite differences give 2",
+        match=r"VJP endpoint: d y\[2\] / d s is 4; finite differences: 2 ± ",
     ) as info:
         tess_ad.assert_gradients(
             wrong, {"x": np.array([0.5, -1.0, 2.0])}, frameworks=()

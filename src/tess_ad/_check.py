@@ -916,9 +916,8 @@ def check_gradients(
                 if "index" in worst:
                     where.append(
                         f"{way.name}: {describe(worst['index'])} is "
-                        f"{worst['actual']:.6g}, finite differences give "
-                        f"{worst['expected']:.6g} (allowed difference "
-                        f"{worst['allowed']:.2g})"
+                        f"{worst['actual']:.6g}; finite differences: "
+                        f"{worst['expected']:.6g} ± {worst['allowed']:.2g}"
                     )
     status = "error" if errors else ("disagrees" if failures else "agrees")
     return Report(

@@ -95,6 +95,8 @@ def _way_verdict(report: Mapping[str, Any], way: dict) -> str:
     if not pairs:
         return "not compared"
     bad = [p["label"] for p in pairs if p["verdict"] == "disagrees"]
+    if bad and way["name"] in ("jax", "torch"):
+        return f"[bold red]DISAGREES[/bold red] {len(bad)} of {len(pairs)} probes"
     if bad:
         more = f" +{len(bad) - 1}" if len(bad) > 1 else ""
         return f"[bold red]DISAGREES[/bold red] {bad[0]}{more}"
@@ -122,7 +124,7 @@ def print_report(report: Report, console: Console, verbose: bool = False) -> Non
     console.print(summary)
     if verbose:
         _print_pairs(report, console)
-    _print_verdict(report, console)
+    _print_verdict(report, console, verbose)
 
 
 _VERDICT = {
@@ -152,8 +154,12 @@ def _print_pairs(report: Mapping[str, Any], console: Console) -> None:
         console.print(table)
 
 
-def _print_verdict(report: Report, console: Console) -> None:
-    """Notes (skipped ways, inconclusive pairs, errors) and the verdict."""
+def _print_verdict(report: Report, console: Console, verbose: bool = False) -> None:
+    """Notes (skipped ways, inconclusive pairs, errors) and the verdict.
+
+    A failed check names the worst entry of each way's first disagreement
+    (``verbose``: of every disagreement).
+    """
     within = f"{report['k']:g} x the reference's estimated error" + (
         f" + rtol={report['rtol']:g}" if report["rtol"] is not None else ""
     )
@@ -194,8 +200,44 @@ def _print_verdict(report: Report, console: Console) -> None:
         console.print(f"[bold green]OK[/bold green]: every way agrees within {within}")
     else:
         console.print(f"[bold red]FAILED[/bold red] (within {within}):")
-        for line in report["where"] or report["failures"]:
-            console.print(f"  - {line}", highlight=False)
+        lines = (
+            [f"  - {line}" for line in report.where or report.failures]
+            if verbose
+            else _worst_per_way(report)
+        )
+        for line in lines:
+            console.print(line, highlight=False)
+
+
+def _worst_per_way(report: Report) -> list[str]:
+    """The first disagreement of each way (all of them are in --verbose and --json).
+
+    When a Tesseract endpoint disagrees, the framework ways (which go through
+    those endpoints) disagree with it; a line says so, so the reader looks at
+    the endpoint first.
+    """
+    lines = report.where or report.failures
+    out = []
+    bad_ways = []
+    more = 0
+    for way in report["ways"]:
+        mine = [line for line in lines if line.startswith(f"{way['name']}: ")] or [
+            line for line in lines if line.startswith(f"{way['name']} disagrees")
+        ]
+        if mine:
+            bad_ways.append(way["name"])
+            out.append(f"  - {mine[0]}")
+            more += len(mine) - 1
+    if more:
+        out.append(f"  (and {more} more like these: --verbose or --json)")
+    endpoints = [w for w in bad_ways if w.endswith("endpoint")]
+    frameworks = [w for w in bad_ways if w in ("jax", "torch")]
+    if endpoints and frameworks and report.get("adapters_via") == "own endpoints":
+        out.append(
+            f"  ({' and '.join(frameworks)} use the Tesseract's endpoints: they "
+            f"follow the {endpoints[0]})"
+        )
+    return out
 
 
 @app.command()
