@@ -30,6 +30,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import socket
 import sys
 import time
 from collections import Counter
@@ -37,10 +38,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from ._client import ENDPOINTS, ClientWrapper, endpoint_label, remote_target
+from ._client import (
+    ENDPOINTS,
+    ClientWrapper,
+    endpoint_label,
+    remote_target,
+    url_of,
+)
 from ._endpoints import Endpoints
 from ._fd import METHODS
 from ._fd_two_step import ROUNDING_ULPS
@@ -70,7 +78,19 @@ SIGNIFICANT = 1e-3
 
 
 class CheckError(ValueError):
-    """A one-line, user-facing error (bad target, bad inputs)."""
+    """A one-line, user-facing error (bad target, bad inputs).
+
+    ``str()`` is the message followed by the hint, when there is one.
+
+    Attributes:
+        message: What happened, and where.
+        hint: What to do about it, or ``None``.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}. {hint}")
+        self.message = message
+        self.hint = hint
 
 
 # --------------------------------------------------------------------------
@@ -83,17 +103,20 @@ def _is_url(target: str) -> bool:
 
 
 def load_target(target: str) -> tuple[Any, Path | None]:
-    """A Tesseract client for TARGET, and the folder holding its files (None for a URL)."""
+    """A Tesseract client for TARGET, and the folder holding its files (None for a URL).
+
+    A URL is probed first (:func:`_probe_url`, bounded in time), so that a
+    server that is not there, or not a Tesseract, is one clear error.
+
+    Raises:
+        CheckError: The target cannot be loaded or reached; the message says
+            why and what to do.
+    """
     from tesseract_core import Tesseract
 
     if _is_url(target):
         client = Tesseract.from_url(target)
-        try:
-            client.openapi_schema  # noqa: B018 - fail now, with a clear message
-        except Exception as exc:
-            raise CheckError(
-                f"cannot reach a Tesseract at {target}: {_first_line(exc)}"
-            ) from exc
+        _probe_url(target, url_of(client) or target)
         return client, None
     path = Path(target)
     if path.is_dir():
@@ -115,6 +138,103 @@ def load_target(target: str) -> tuple[Any, Path | None]:
             else exc.__cause__ or exc
         )
         raise CheckError(f"cannot load {path}: {_first_line(cause)}") from exc
+
+
+# How long ``tess-ad check URL`` waits, in seconds, to connect to the server and
+# then for its answer to GET /openapi.json, before saying it cannot reach it.
+PROBE_TIMEOUT = (5.0, 10.0)
+
+
+def _probe_url(target: str, url: str) -> None:
+    """Make sure a Tesseract answers at ``url``: one bounded GET of its OpenAPI schema.
+
+    Made with ``requests`` directly rather than through the client, which has
+    no timeout by default (a real check's calls may take long) and retries a
+    failed connection: this GET is made once, within :data:`PROBE_TIMEOUT`.
+
+    Args:
+        target: The URL as the user gave it, for the message.
+        url: The client's (sanitised) URL, the one probed.
+
+    Raises:
+        CheckError: Naming ``target``, what happened (connection refused,
+            timed out, host not found, or the server answered but is not a
+            Tesseract) and what to do.
+    """
+    import requests
+
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"cannot reach a Tesseract at {target}"
+    serve = (
+        "Is it served? Start it with `tesseract serve NAME` or "
+        "`TESSERACT_API_PATH=path/to/tesseract_api.py tesseract-runtime serve "
+        f"--port {port}`, and check the host and port in the URL."
+    )
+    connect, read = PROBE_TIMEOUT
+    try:
+        response = requests.get(f"{url}/openapi.json", timeout=PROBE_TIMEOUT)
+    except requests.exceptions.ConnectTimeout as exc:
+        raise CheckError(
+            f"{where}: timed out (no answer to the connection to {host} port "
+            f"{port} within {connect:g} s)",
+            serve,
+        ) from exc
+    except requests.exceptions.ReadTimeout as exc:
+        raise CheckError(
+            f"{where}: timed out (connected to {host} port {port}, but GET "
+            f"/openapi.json got no answer within {read:g} s)",
+            "Is the server stuck or busy? Check that this port serves a "
+            "Tesseract, and that its GET /health answers.",
+        ) from exc
+    except requests.RequestException as exc:
+        causes = _causes(exc)
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            raise CheckError(
+                f"{where}: host not found ({host!r} does not resolve)",
+                "Check the host name in the URL.",
+            ) from exc
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            raise CheckError(
+                f"{where}: connection refused (nothing is listening on {host} "
+                f"port {port})",
+                serve,
+            ) from exc
+        raise CheckError(
+            f"{where}: could not connect ({_first_line(causes[-1])})", serve
+        ) from exc
+    answered = (
+        f"{where}: the server on {host} port {port} answered, but is not a Tesseract"
+    )
+    if not response.ok:
+        raise CheckError(
+            f"{answered} (GET /openapi.json gave HTTP {response.status_code} "
+            f"{response.reason})",
+            serve,
+        )
+    try:
+        schema = response.json()
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict) or "/apply" not in (schema.get("paths") or {}):
+        raise CheckError(
+            f"{answered} (its /openapi.json has no /apply endpoint)", serve
+        )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, and urllib3's ``reason``, outermost first."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo and len(found) < 32:
+        e = todo.pop(0)
+        if any(e is f for f in found):
+            continue
+        found.append(e)
+        wrapped = [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+        todo += [w for w in wrapped if isinstance(w, BaseException)]
+    return found
 
 
 def _input_candidates(folder: Path) -> list[Path]:

@@ -287,7 +287,7 @@ def check(
                 "target": target,
                 "status": "error",
                 "ok": False,
-                "errors": [{"way": None, "error": str(exc)}],
+                "errors": [{"way": None, "error": exc.message, "hint": exc.hint}],
             }
             print(json.dumps(document, indent=2))
         raise typer.Exit(2) from None
