@@ -17,6 +17,8 @@ from tess_ad.cli import app
 runner = CliRunner()
 WRONG = Path(__file__).parent / "tesseracts" / "wrong_gradient"
 WRONG_JVP = Path(__file__).parent / "tesseracts" / "wrong_jvp"
+# apply works on non-negative inputs, the VJP endpoint always raises
+RAISING = Path(__file__).parent / "jax_adapter" / "tesseracts" / "raising"
 EXAMPLE_DIRS = sorted(
     p.name for p in EXAMPLES.iterdir() if (p / "tesseract_api.py").exists()
 )
@@ -29,6 +31,16 @@ def _quiet_forward_ad():
 
 def check(*args):
     return runner.invoke(app, ["check", *map(str, args)], catch_exceptions=False)
+
+
+def check_wide(*args):
+    """``check``, on a terminal wide enough that no line of the output wraps."""
+    return runner.invoke(
+        app,
+        ["check", *map(str, args)],
+        env={"COLUMNS": "400"},
+        catch_exceptions=False,
+    )
 
 
 @pytest.mark.parametrize("name", EXAMPLE_DIRS)
@@ -557,3 +569,101 @@ def test_another_http_server_is_not_a_tesseract(plain_http_server):
             "hint": _serve_how(port),
         }
     ]
+
+
+# -- a served Tesseract that raises ------------------------------------------------------
+
+
+@pytest.mark.served
+@pytest.mark.parametrize(
+    ("debug", "message", "shown"),
+    [
+        (
+            False,
+            "x is beyond the limit",
+            "HTTP 500 from the served Tesseract: Internal Server Error",
+        ),
+        (
+            True,
+            "x is beyond the limit",
+            "ValueError: x is beyond the limit (in the served Tesseract's apply)",
+        ),
+        (True, "", "ValueError: (no message) (in the served Tesseract's apply)"),
+    ],
+)
+def test_a_served_tesseract_raising_mid_sweep(
+    served_tesseract, tmp_path, debug, message, shown
+):
+    """A bare 500 gets the TESSERACT_DEBUG=1 hint; from a debug server, the
+    Tesseract's own exception and endpoint are shown instead (and no hint)."""
+    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._client import url_of
+
+    url = url_of(served_tesseract("fails_mid_sweep", debug=debug))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(
+        json.dumps({"inputs": {"x": [0.5, 2.0, 1.0], "message": message}})
+    )
+    result = check_wide(url, "--inputs", inputs, "--frameworks", "jax")
+    assert result.exit_code == 2
+    lines = result.stdout.splitlines()
+    assert lines.count(f"error in finite differences: {shown}") == 1, result.stdout
+    hints = [line for line in lines if line.startswith("hint:")]
+    assert hints == ([f"hint: {SERVED_500_HINT}"] if not debug else []), result.stdout
+    assert lines[-1] == "COULD NOT CHECK: the Tesseract raised (above)."
+    assert "Traceback" not in result.stdout
+    report = json.loads(
+        check(url, "--inputs", inputs, "--frameworks", "jax", "--json").stdout
+    )
+    assert report["status"] == "error"
+    assert report["errors"] == [
+        {
+            "way": "finite differences",
+            "error": shown,
+            "hint": None if debug else SERVED_500_HINT,
+        }
+    ]
+
+
+@pytest.mark.served
+def test_a_served_500_hint_is_printed_once_for_every_way_it_explains(tmp_path):
+    """The VJP endpoint fails: the VJP, jax and torch ways all get a bare 500."""
+    from helpers import Server
+
+    from tess_ad._check import SERVED_500_HINT
+
+    server = Server(RAISING / "tesseract_api.py").start()
+    try:
+        inputs = tmp_path / "inputs.json"
+        inputs.write_text(json.dumps({"inputs": {"x": [1.0, 4.0]}}))
+        result = check_wide(server.url, "--inputs", inputs)
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    lines = result.stdout.splitlines()
+    bare = "HTTP 500 from the served Tesseract: Internal Server Error"
+    for way in ("VJP endpoint", "jax", "torch"):
+        assert f"error in {way}: {bare}" in lines, result.stdout
+    assert result.stdout.count("TESSERACT_DEBUG=1") == 1
+    assert (
+        lines.index(f"hint: {SERVED_500_HINT}")
+        == lines.index(f"error in torch: {bare}") + 1
+    )
+
+
+@pytest.mark.served
+def test_a_served_apply_failing_at_the_inputs_is_one_line_with_the_hint(
+    served_tesseract, tmp_path
+):
+    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._client import url_of
+
+    url = url_of(served_tesseract("fails_mid_sweep"))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"inputs": {"x": [3.0]}}))
+    result = check(url, "--inputs", inputs)
+    assert result.exit_code == 2
+    what = "apply failed at these inputs: HTTP 500 from the served Tesseract: Internal Server Error"
+    assert _one_line(result) == f"error: {what}. {SERVED_500_HINT}"
+    document = json.loads(check(url, "--inputs", inputs, "--json").stdout)
+    assert document["errors"] == [{"way": None, "error": what, "hint": SERVED_500_HINT}]

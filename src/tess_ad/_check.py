@@ -30,6 +30,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import re
 import socket
 import sys
 import time
@@ -326,6 +327,85 @@ def with_defaults(inputs: dict, openapi: dict) -> dict:
     return fill(inputs, inputs_node)
 
 
+# tesseract-core's HTTP client (``HTTPClient._decode_response``) raises
+# ``RuntimeError(f"Error {status} from Tesseract: {body}")`` for an answer that
+# is not a success (a 422 validation error aside: that one is a pydantic
+# ValidationError). When the Tesseract's own code raises, the answer is a 500
+# whose body is "Internal Server Error", or, from a server run with
+# TESSERACT_DEBUG=1, the server's traceback ending with the Tesseract's own
+# exception.
+_HTTP_ERROR = re.compile(r"Error (\d{3}) from Tesseract: ")
+# The frame where tesseract-core's runtime calls the Tesseract's endpoint.
+_RUNTIME_FRAME = re.compile(
+    r'File ".*tesseract_core[/\\]runtime[/\\]core\.py", line \d+, in (\w+)'
+)
+
+SERVED_500_HINT = (
+    "The served Tesseract raised (HTTP 500) without saying what: run its server "
+    "with TESSERACT_DEBUG=1 to get its exception in the response."
+)
+
+
+def _http_error(exc: BaseException) -> tuple[int, str] | None:
+    """The status and body of the HTTP error answer ``exc`` reports (or wraps), else ``None``.
+
+    Keyed on what tesseract-core's HTTP client raises (see ``_HTTP_ERROR``):
+    a ``RuntimeError`` whose text *starts* with ``Error <status> from
+    Tesseract:``; a "500" anywhere else in a message is not a status.
+    """
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            break
+        if isinstance(seen, RuntimeError):
+            text = str(seen)
+            found = _HTTP_ERROR.match(text)
+            if found:
+                return int(found[1]), text[found.end() :]
+        seen = seen.__cause__
+    return None
+
+
+def _served_exception(body: str) -> str | None:
+    """``Type: message (in the served Tesseract's <endpoint>)`` from a debug server's traceback.
+
+    ``None`` when ``body`` holds no traceback (a server without
+    TESSERACT_DEBUG=1). The exception is the line after the traceback's last
+    frame; the endpoint is the runtime's frame that called the Tesseract.
+    """
+    lines = body.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if "Traceback (most recent call last):" not in body or not frames:
+        return None
+    after = [
+        line
+        for line in lines[frames[-1] + 1 :]
+        if line.strip() and not line.startswith("    ")
+    ]
+    if not after:
+        return None
+    kind, _, message = after[0].partition(":")
+    endpoints = [m[1] for line in lines if (m := _RUNTIME_FRAME.search(line))]
+    where = f"'s {endpoints[-1]}" if endpoints else ""
+    return (
+        f"{kind}: {message.strip() or '(no message)'} (in the served Tesseract{where})"
+    )
+
+
+def _hint(exc: BaseException) -> str | None:
+    """What to do about ``exc``, when there is something to say.
+
+    A served Tesseract's bare HTTP 500 (its code raised, the server does not
+    say what): :data:`SERVED_500_HINT`. When the server ran with
+    TESSERACT_DEBUG=1, :func:`_first_line` shows the exception itself and no
+    hint is needed.
+    """
+    http = _http_error(exc)
+    if http is not None and http[0] == 500 and _served_exception(http[1]) is None:
+        return SERVED_500_HINT
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     """``Type: message`` of an exception, on one line.
 
@@ -333,7 +413,21 @@ def _first_line(exc: BaseException) -> str:
     ``RuntimeError`` whose text is the traceback followed by "Error running
     Tesseract API <endpoint>: ..."; the endpoint's own exception (the last
     line of that traceback) is what is reported, with where it was raised.
+    A served Tesseract's error answer is ``HTTP <status> from the served
+    Tesseract: <body>``, or, when the body is a traceback (a server run with
+    TESSERACT_DEBUG=1), the Tesseract's own exception and endpoint.
     """
+    http = _http_error(exc)
+    if http is not None:
+        status, body = http
+        raised = _served_exception(body) if status == 500 else None
+        if raised is not None:
+            return raised
+        first = next(
+            (line.strip() for line in body.splitlines() if line.strip()),
+            "(empty answer)",
+        )
+        return f"HTTP {status} from the served Tesseract: {first}"
     text = str(exc).strip().splitlines()
     lines = [
         line
@@ -394,6 +488,7 @@ class Way:
     note: str = ""
     diffs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    hint: str | None = None
 
 
 def _run_way(
@@ -401,10 +496,11 @@ def _run_way(
 ) -> Way:
     counting = CountingClient(client)
     t0 = time.perf_counter()
+    hint = None
     try:
         jac, error = compute(counting), None
     except Exception as exc:
-        jac, error = None, _first_line(exc)
+        jac, error, hint = None, _first_line(exc), _hint(exc)
     return Way(
         name,
         jac,
@@ -413,6 +509,7 @@ def _run_way(
         error,
         note,
         counts=dict(sorted(counting.calls.items())),
+        hint=hint,
     )
 
 
@@ -869,7 +966,9 @@ def check_gradients(
     try:
         outputs = client.apply(inputs=inputs)
     except Exception as exc:
-        raise CheckError(f"apply failed at these inputs: {_first_line(exc)}") from exc
+        raise CheckError(
+            f"apply failed at these inputs: {_first_line(exc)}", _hint(exc)
+        ) from exc
     out_flat = schema.outputs.flatten(outputs, check=False)
     out_paths = list(outputs_paths or out_flat.differentiable_paths)
     for o in out_paths:
@@ -961,7 +1060,11 @@ def check_gradients(
     reference = ways[0]
     failures: list[str] = []
     where: list[str] = []
-    errors = [{"way": w.name, "error": w.error} for w in ways if w.error is not None]
+    errors = [
+        {"way": w.name, "error": w.error, "hint": w.hint}
+        for w in ways
+        if w.error is not None
+    ]
     for way in ways:
         if way.error is not None:
             continue
@@ -1039,8 +1142,8 @@ class Report(Mapping[str, Any]):
 
     Keys: ``status`` (``"agrees"``, ``"disagrees"``, ``"error"``), ``ok``,
     ``failures`` (one line per disagreeing way and pair), ``where`` (the
-    worst entry of each), ``errors`` (``{"way", "error"}`` of ways that
-    raised), ``skipped``, ``ways`` (each way's calls, seconds and per-pair
+    worst entry of each), ``errors`` (``{"way", "error", "hint"}`` of ways
+    that raised; ``hint`` says what to do, or is ``None``), ``skipped``, ``ways`` (each way's calls, seconds and per-pair
     comparison), ``reference``, ``method``, ``k``, ``rtol``, the paths, the
     target and the inputs file.
     """
@@ -1089,11 +1192,17 @@ class Report(Mapping[str, Any]):
         lines = [f"gradient check of {self['target']}: {self.status}"]
         lines += [f"  - {line}" for line in self.where or self.failures]
         lines += [f"  - error in {e['way']}: {e['error']}" for e in self["errors"]]
+        lines += [f"  hint: {hint}" for hint in self.hints]
         if self.inconclusive:
             lines.append(
                 f"  inconclusive (reference too noisy): {', '.join(self.inconclusive)}"
             )
         return "\n".join(lines)
+
+    @property
+    def hints(self) -> list[str]:
+        """What to do about the errors, each hint once (several ways may share one)."""
+        return [h for h in dict.fromkeys(e.get("hint") for e in self["errors"]) if h]
 
     @property
     def inconclusive(self) -> list[str]:
