@@ -111,15 +111,21 @@ def local_tesseract():
 
 @pytest.fixture(scope="session")
 def served_tesseract():
-    """Factory: a ``Tesseract.from_url`` client of a real served example, one server per name."""
+    """Factory: a ``Tesseract.from_url`` client of a real served example, one server per name.
+
+    ``debug=True`` serves with TESSERACT_DEBUG=1 (errors carry the Tesseract's
+    traceback), on a server of its own.
+    """
     from tesseract_core import Tesseract
 
     servers: dict[str, Server] = {}
 
-    def get(name: str, num_workers: int = 1):
-        key = f"{name}:{num_workers}"
+    def get(name: str, num_workers: int = 1, debug: bool = False):
+        key = f"{name}:{num_workers}" + (":debug" if debug else "")
         if key not in servers:
-            servers[key] = Server(example_api(name), num_workers=num_workers).start()
+            servers[key] = Server(
+                example_api(name), num_workers=num_workers, debug=debug
+            ).start()
         return Tesseract.from_url(servers[key].url)
 
     yield get

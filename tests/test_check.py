@@ -91,6 +91,82 @@ def test_a_tesseract_that_raises_is_an_error_not_a_disagreement(local_tesseract)
         )
 
 
+@pytest.mark.served
+def test_a_served_500_is_an_error_whose_hint_the_summary_carries_once(
+    served_tesseract,
+):
+    """The reference meets the bare 500 of an apply failing mid sweep."""
+    from tess_ad._check import SERVED_500_HINT
+
+    client = served_tesseract("fails_mid_sweep")
+    report = tess_ad.check_gradients(
+        client, {"x": np.array([0.5, 2.0, 1.0])}, frameworks=()
+    )
+    bare = "HTTP 500 from the served Tesseract: Internal Server Error"
+    assert report.status == "error"
+    assert report["errors"] == [
+        {"way": "finite differences", "error": bare, "hint": SERVED_500_HINT}
+    ]
+    assert report.hints == [SERVED_500_HINT]
+    lines = report.summary().splitlines()
+    assert lines[1:] == [
+        f"  - error in finite differences: {bare}",
+        f"  hint: {SERVED_500_HINT}",
+    ]
+
+
+def _client_error(status: int, body: str) -> RuntimeError:
+    """What tesseract-core's HTTPClient raises for an error answer (its exact text)."""
+    return RuntimeError(f"Error {status} from Tesseract: {body}")
+
+
+def _wrapped(exc: BaseException) -> RuntimeError:
+    try:
+        raise RuntimeError("while differentiating") from exc
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("exc", "line", "hinted"),
+    [
+        (
+            _client_error(500, "Internal Server Error"),
+            "HTTP 500 from the served Tesseract: Internal Server Error",
+            True,
+        ),
+        (
+            _wrapped(_client_error(500, "Internal Server Error")),
+            "HTTP 500 from the served Tesseract: Internal Server Error",
+            True,
+        ),
+        (
+            _client_error(404, '{"detail":"Not Found"}'),
+            'HTTP 404 from the served Tesseract: {"detail":"Not Found"}',
+            False,
+        ),
+        # "500" and "Internal Server Error" in a message are not an HTTP status
+        (
+            ValueError("Error 500 from Tesseract: Internal Server Error"),
+            "ValueError: Error 500 from Tesseract: Internal Server Error",
+            False,
+        ),
+        (
+            RuntimeError("step 500 of 1000 failed: Internal Server Error"),
+            "RuntimeError: step 500 of 1000 failed: Internal Server Error",
+            False,
+        ),
+    ],
+)
+def test_the_served_500_hint_is_keyed_on_the_clients_error_and_status(
+    exc, line, hinted
+):
+    from tess_ad._check import SERVED_500_HINT, _first_line, _hint
+
+    assert _first_line(exc) == line
+    assert _hint(exc) == (SERVED_500_HINT if hinted else None)
+
+
 def test_bad_inputs_and_options_raise_a_check_error(local_tesseract):
     client = local_tesseract("rosenbrock")
     with pytest.raises(tess_ad.CheckError, match="do not match the schema"):

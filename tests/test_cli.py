@@ -1,12 +1,15 @@
 """`tess-ad check`: every example passes, a wrong gradient fails with a useful table, bad input gives one line."""
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import EXAMPLES, example_api, load_forward_ad_decompositions
+import requests
+from helpers import EXAMPLES, example_api, free_port, load_forward_ad_decompositions
 from typer.testing import CliRunner
 
 from tess_ad.cli import app
@@ -14,6 +17,8 @@ from tess_ad.cli import app
 runner = CliRunner()
 WRONG = Path(__file__).parent / "tesseracts" / "wrong_gradient"
 WRONG_JVP = Path(__file__).parent / "tesseracts" / "wrong_jvp"
+# apply works on non-negative inputs, the VJP endpoint always raises
+RAISING = Path(__file__).parent / "jax_adapter" / "tesseracts" / "raising"
 EXAMPLE_DIRS = sorted(
     p.name for p in EXAMPLES.iterdir() if (p / "tesseract_api.py").exists()
 )
@@ -26,6 +31,16 @@ def _quiet_forward_ad():
 
 def check(*args):
     return runner.invoke(app, ["check", *map(str, args)], catch_exceptions=False)
+
+
+def check_wide(*args):
+    """``check``, on a terminal wide enough that no line of the output wraps."""
+    return runner.invoke(
+        app,
+        ["check", *map(str, args)],
+        env={"COLUMNS": "400"},
+        catch_exceptions=False,
+    )
 
 
 @pytest.mark.parametrize("name", EXAMPLE_DIRS)
@@ -447,3 +462,226 @@ def test_check_gradients_option_names_and_endpoint_selection():
     assert all("jax" in f for f in report["failures"][1:])
     bad = runner.invoke(app, ["check", str(WRONG), "--endpoints", "hessian"])
     assert bad.exit_code == 2 and "'hessian'" in bad.stderr
+
+
+# -- a URL where no Tesseract answers -------------------------------------------------
+
+
+def _one_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _serve_how(port: int) -> str:
+    return (
+        "Is it served? Start it with `tesseract serve NAME` or "
+        "`TESSERACT_API_PATH=path/to/tesseract_api.py tesseract-runtime serve "
+        f"--port {port}`, and check the host and port in the URL."
+    )
+
+
+def test_a_refused_url_says_so_in_one_line_with_how_to_serve_and_json():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    result = check(url)
+    assert time.monotonic() - start < 5  # refused at once: no retries, no waiting
+    assert result.exit_code == 2
+    what = (
+        f"cannot reach a Tesseract at {url}: connection refused (nothing is "
+        f"listening on 127.0.0.1 port {port})"
+    )
+    assert _one_line(result) == f"error: {what}. {_serve_how(port)}"
+    as_json = check(url, "--json")
+    assert as_json.exit_code == 2
+    assert json.loads(as_json.stdout) == {
+        "target": url,
+        "status": "error",
+        "ok": False,
+        "errors": [{"way": None, "error": what, "hint": _serve_how(port)}],
+    }
+
+
+def test_a_host_that_does_not_resolve_says_host_not_found():
+    result = check(
+        "http://no-such-host.invalid:8000"
+    )  # .invalid never resolves (RFC 6761)
+    assert result.exit_code == 2
+    assert _one_line(result) == (
+        "error: cannot reach a Tesseract at http://no-such-host.invalid:8000: host "
+        "not found ('no-such-host.invalid' does not resolve). Check the host name "
+        "in the URL."
+    )
+
+
+def test_a_server_that_never_answers_times_out_within_the_probe_timeout(monkeypatch):
+    """A socket that listens but never answers: the connection is made, the GET hangs."""
+    import tess_ad._check
+
+    monkeypatch.setattr(tess_ad._check, "PROBE_TIMEOUT", (2.0, 0.5))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        result = check(f"http://127.0.0.1:{port}")
+        assert time.monotonic() - start < 5
+    assert result.exit_code == 2
+    assert _one_line(result) == (
+        f"error: cannot reach a Tesseract at http://127.0.0.1:{port}: timed out "
+        f"(connected to 127.0.0.1 port {port}, but GET /openapi.json got no answer "
+        "within 0.5 s). Is the server stuck or busy? Check that this port serves "
+        "a Tesseract, and that its GET /health answers."
+    )
+
+
+@pytest.fixture
+def plain_http_server(tmp_path):
+    """``python -m http.server`` on a free loopback port, serving tmp_path: not a Tesseract."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"python -m http.server did not start on {url}"
+                    ) from exc
+                time.sleep(0.1)
+        yield url, port, tmp_path
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_another_http_server_is_not_a_tesseract(plain_http_server):
+    url, port, served_dir = plain_http_server
+    result = check(url)
+    assert result.exit_code == 2
+    answered = (
+        f"cannot reach a Tesseract at {url}: the server on 127.0.0.1 port {port} "
+        "answered, but is not a Tesseract"
+    )
+    assert _one_line(result) == (
+        f"error: {answered} (GET /openapi.json gave HTTP 404 File not found). "
+        f"{_serve_how(port)}"
+    )
+    # an /openapi.json that is not a Tesseract's
+    (served_dir / "openapi.json").write_text(json.dumps({"paths": {"/items": {}}}))
+    document = json.loads(check(url, "--json").stdout)
+    assert document["errors"] == [
+        {
+            "way": None,
+            "error": f"{answered} (its /openapi.json has no /apply endpoint)",
+            "hint": _serve_how(port),
+        }
+    ]
+
+
+# -- a served Tesseract that raises ------------------------------------------------------
+
+
+@pytest.mark.served
+@pytest.mark.parametrize(
+    ("debug", "message", "shown"),
+    [
+        (
+            False,
+            "x is beyond the limit",
+            "HTTP 500 from the served Tesseract: Internal Server Error",
+        ),
+        (
+            True,
+            "x is beyond the limit",
+            "ValueError: x is beyond the limit (in the served Tesseract's apply)",
+        ),
+        (True, "", "ValueError: (no message) (in the served Tesseract's apply)"),
+    ],
+)
+def test_a_served_tesseract_raising_mid_sweep(
+    served_tesseract, tmp_path, debug, message, shown
+):
+    """A bare 500 gets the TESSERACT_DEBUG=1 hint; from a debug server, the
+    Tesseract's own exception and endpoint are shown instead (and no hint)."""
+    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._client import url_of
+
+    url = url_of(served_tesseract("fails_mid_sweep", debug=debug))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(
+        json.dumps({"inputs": {"x": [0.5, 2.0, 1.0], "message": message}})
+    )
+    result = check_wide(url, "--inputs", inputs, "--frameworks", "jax")
+    assert result.exit_code == 2
+    lines = result.stdout.splitlines()
+    assert lines.count(f"error in finite differences: {shown}") == 1, result.stdout
+    hints = [line for line in lines if line.startswith("hint:")]
+    assert hints == ([f"hint: {SERVED_500_HINT}"] if not debug else []), result.stdout
+    assert lines[-1] == "COULD NOT CHECK: the Tesseract raised (above)."
+    assert "Traceback" not in result.stdout
+    report = json.loads(
+        check(url, "--inputs", inputs, "--frameworks", "jax", "--json").stdout
+    )
+    assert report["status"] == "error"
+    assert report["errors"] == [
+        {
+            "way": "finite differences",
+            "error": shown,
+            "hint": None if debug else SERVED_500_HINT,
+        }
+    ]
+
+
+@pytest.mark.served
+def test_a_served_500_hint_is_printed_once_for_every_way_it_explains(tmp_path):
+    """The VJP endpoint fails: the VJP, jax and torch ways all get a bare 500."""
+    from helpers import Server
+
+    from tess_ad._check import SERVED_500_HINT
+
+    server = Server(RAISING / "tesseract_api.py").start()
+    try:
+        inputs = tmp_path / "inputs.json"
+        inputs.write_text(json.dumps({"inputs": {"x": [1.0, 4.0]}}))
+        result = check_wide(server.url, "--inputs", inputs)
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    lines = result.stdout.splitlines()
+    bare = "HTTP 500 from the served Tesseract: Internal Server Error"
+    for way in ("VJP endpoint", "jax", "torch"):
+        assert f"error in {way}: {bare}" in lines, result.stdout
+    assert result.stdout.count("TESSERACT_DEBUG=1") == 1
+    assert (
+        lines.index(f"hint: {SERVED_500_HINT}")
+        == lines.index(f"error in torch: {bare}") + 1
+    )
+
+
+@pytest.mark.served
+def test_a_served_apply_failing_at_the_inputs_is_one_line_with_the_hint(
+    served_tesseract, tmp_path
+):
+    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._client import url_of
+
+    url = url_of(served_tesseract("fails_mid_sweep"))
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"inputs": {"x": [3.0]}}))
+    result = check(url, "--inputs", inputs)
+    assert result.exit_code == 2
+    what = "apply failed at these inputs: HTTP 500 from the served Tesseract: Internal Server Error"
+    assert _one_line(result) == f"error: {what}. {SERVED_500_HINT}"
+    document = json.loads(check(url, "--inputs", inputs, "--json").stdout)
+    assert document["errors"] == [{"way": None, "error": what, "hint": SERVED_500_HINT}]

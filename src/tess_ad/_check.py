@@ -31,6 +31,8 @@ import functools
 import importlib
 import importlib.util
 import json
+import re
+import socket
 import sys
 import tempfile
 import time
@@ -39,10 +41,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import numpy as np
 
-from ._client import ENDPOINTS, ClientWrapper, endpoint_label, remote_target
+from ._client import (
+    ENDPOINTS,
+    ClientWrapper,
+    endpoint_label,
+    remote_target,
+    url_of,
+)
 from ._endpoints import Endpoints
 from ._fd import METHODS
 from ._fd_two_step import ROUNDING_ULPS
@@ -72,7 +81,19 @@ SIGNIFICANT = 1e-3
 
 
 class CheckError(ValueError):
-    """A one-line, user-facing error (bad target, bad inputs)."""
+    """A one-line, user-facing error (bad target, bad inputs).
+
+    ``str()`` is the message followed by the hint, when there is one.
+
+    Attributes:
+        message: What happened, and where.
+        hint: What to do about it, or ``None``.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}. {hint}")
+        self.message = message
+        self.hint = hint
 
 
 # --------------------------------------------------------------------------
@@ -85,17 +106,20 @@ def _is_url(target: str) -> bool:
 
 
 def load_target(target: str) -> tuple[Any, Path | None]:
-    """A Tesseract client for TARGET, and the folder holding its files (None for a URL)."""
+    """A Tesseract client for TARGET, and the folder holding its files (None for a URL).
+
+    A URL is probed first (:func:`_probe_url`, bounded in time), so that a
+    server that is not there, or not a Tesseract, is one clear error.
+
+    Raises:
+        CheckError: The target cannot be loaded or reached; the message says
+            why and what to do.
+    """
     from tesseract_core import Tesseract
 
     if _is_url(target):
         client = Tesseract.from_url(target)
-        try:
-            client.openapi_schema  # noqa: B018 - fail now, with a clear message
-        except Exception as exc:
-            raise CheckError(
-                f"cannot reach a Tesseract at {target}: {_first_line(exc)}"
-            ) from exc
+        _probe_url(target, url_of(client) or target)
         return client, None
     path = Path(target)
     if path.is_dir():
@@ -117,6 +141,103 @@ def load_target(target: str) -> tuple[Any, Path | None]:
             else exc.__cause__ or exc
         )
         raise CheckError(f"cannot load {path}: {_first_line(cause)}") from exc
+
+
+# How long ``tess-ad check URL`` waits, in seconds, to connect to the server and
+# then for its answer to GET /openapi.json, before saying it cannot reach it.
+PROBE_TIMEOUT = (5.0, 10.0)
+
+
+def _probe_url(target: str, url: str) -> None:
+    """Make sure a Tesseract answers at ``url``: one bounded GET of its OpenAPI schema.
+
+    Made with ``requests`` directly rather than through the client, which has
+    no timeout by default (a real check's calls may take long) and retries a
+    failed connection: this GET is made once, within :data:`PROBE_TIMEOUT`.
+
+    Args:
+        target: The URL as the user gave it, for the message.
+        url: The client's (sanitised) URL, the one probed.
+
+    Raises:
+        CheckError: Naming ``target``, what happened (connection refused,
+            timed out, host not found, or the server answered but is not a
+            Tesseract) and what to do.
+    """
+    import requests
+
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    where = f"cannot reach a Tesseract at {target}"
+    serve = (
+        "Is it served? Start it with `tesseract serve NAME` or "
+        "`TESSERACT_API_PATH=path/to/tesseract_api.py tesseract-runtime serve "
+        f"--port {port}`, and check the host and port in the URL."
+    )
+    connect, read = PROBE_TIMEOUT
+    try:
+        response = requests.get(f"{url}/openapi.json", timeout=PROBE_TIMEOUT)
+    except requests.exceptions.ConnectTimeout as exc:
+        raise CheckError(
+            f"{where}: timed out (no answer to the connection to {host} port "
+            f"{port} within {connect:g} s)",
+            serve,
+        ) from exc
+    except requests.exceptions.ReadTimeout as exc:
+        raise CheckError(
+            f"{where}: timed out (connected to {host} port {port}, but GET "
+            f"/openapi.json got no answer within {read:g} s)",
+            "Is the server stuck or busy? Check that this port serves a "
+            "Tesseract, and that its GET /health answers.",
+        ) from exc
+    except requests.RequestException as exc:
+        causes = _causes(exc)
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            raise CheckError(
+                f"{where}: host not found ({host!r} does not resolve)",
+                "Check the host name in the URL.",
+            ) from exc
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            raise CheckError(
+                f"{where}: connection refused (nothing is listening on {host} "
+                f"port {port})",
+                serve,
+            ) from exc
+        raise CheckError(
+            f"{where}: could not connect ({_first_line(causes[-1])})", serve
+        ) from exc
+    answered = (
+        f"{where}: the server on {host} port {port} answered, but is not a Tesseract"
+    )
+    if not response.ok:
+        raise CheckError(
+            f"{answered} (GET /openapi.json gave HTTP {response.status_code} "
+            f"{response.reason})",
+            serve,
+        )
+    try:
+        schema = response.json()
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict) or "/apply" not in (schema.get("paths") or {}):
+        raise CheckError(
+            f"{answered} (its /openapi.json has no /apply endpoint)", serve
+        )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, and urllib3's ``reason``, outermost first."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo and len(found) < 32:
+        e = todo.pop(0)
+        if any(e is f for f in found):
+            continue
+        found.append(e)
+        wrapped = [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+        todo += [w for w in wrapped if isinstance(w, BaseException)]
+    return found
 
 
 def _input_candidates(folder: Path) -> list[Path]:
@@ -208,6 +329,85 @@ def with_defaults(inputs: dict, openapi: dict) -> dict:
     return fill(inputs, inputs_node)
 
 
+# tesseract-core's HTTP client (``HTTPClient._decode_response``) raises
+# ``RuntimeError(f"Error {status} from Tesseract: {body}")`` for an answer that
+# is not a success (a 422 validation error aside: that one is a pydantic
+# ValidationError). When the Tesseract's own code raises, the answer is a 500
+# whose body is "Internal Server Error", or, from a server run with
+# TESSERACT_DEBUG=1, the server's traceback ending with the Tesseract's own
+# exception.
+_HTTP_ERROR = re.compile(r"Error (\d{3}) from Tesseract: ")
+# The frame where tesseract-core's runtime calls the Tesseract's endpoint.
+_RUNTIME_FRAME = re.compile(
+    r'File ".*tesseract_core[/\\]runtime[/\\]core\.py", line \d+, in (\w+)'
+)
+
+SERVED_500_HINT = (
+    "The served Tesseract raised (HTTP 500) without saying what: run its server "
+    "with TESSERACT_DEBUG=1 to get its exception in the response."
+)
+
+
+def _http_error(exc: BaseException) -> tuple[int, str] | None:
+    """The status and body of the HTTP error answer ``exc`` reports (or wraps), else ``None``.
+
+    Keyed on what tesseract-core's HTTP client raises (see ``_HTTP_ERROR``):
+    a ``RuntimeError`` whose text *starts* with ``Error <status> from
+    Tesseract:``; a "500" anywhere else in a message is not a status.
+    """
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            break
+        if isinstance(seen, RuntimeError):
+            text = str(seen)
+            found = _HTTP_ERROR.match(text)
+            if found:
+                return int(found[1]), text[found.end() :]
+        seen = seen.__cause__
+    return None
+
+
+def _served_exception(body: str) -> str | None:
+    """``Type: message (in the served Tesseract's <endpoint>)`` from a debug server's traceback.
+
+    ``None`` when ``body`` holds no traceback (a server without
+    TESSERACT_DEBUG=1). The exception is the line after the traceback's last
+    frame; the endpoint is the runtime's frame that called the Tesseract.
+    """
+    lines = body.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    if "Traceback (most recent call last):" not in body or not frames:
+        return None
+    after = [
+        line
+        for line in lines[frames[-1] + 1 :]
+        if line.strip() and not line.startswith("    ")
+    ]
+    if not after:
+        return None
+    kind, _, message = after[0].partition(":")
+    endpoints = [m[1] for line in lines if (m := _RUNTIME_FRAME.search(line))]
+    where = f"'s {endpoints[-1]}" if endpoints else ""
+    return (
+        f"{kind}: {message.strip() or '(no message)'} (in the served Tesseract{where})"
+    )
+
+
+def _hint(exc: BaseException) -> str | None:
+    """What to do about ``exc``, when there is something to say.
+
+    A served Tesseract's bare HTTP 500 (its code raised, the server does not
+    say what): :data:`SERVED_500_HINT`. When the server ran with
+    TESSERACT_DEBUG=1, :func:`_first_line` shows the exception itself and no
+    hint is needed.
+    """
+    http = _http_error(exc)
+    if http is not None and http[0] == 500 and _served_exception(http[1]) is None:
+        return SERVED_500_HINT
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     """``Type: message`` of an exception, on one line.
 
@@ -215,7 +415,21 @@ def _first_line(exc: BaseException) -> str:
     ``RuntimeError`` whose text is the traceback followed by "Error running
     Tesseract API <endpoint>: ..."; the endpoint's own exception (the last
     line of that traceback) is what is reported, with where it was raised.
+    A served Tesseract's error answer is ``HTTP <status> from the served
+    Tesseract: <body>``, or, when the body is a traceback (a server run with
+    TESSERACT_DEBUG=1), the Tesseract's own exception and endpoint.
     """
+    http = _http_error(exc)
+    if http is not None:
+        status, body = http
+        raised = _served_exception(body) if status == 500 else None
+        if raised is not None:
+            return raised
+        first = next(
+            (line.strip() for line in body.splitlines() if line.strip()),
+            "(empty answer)",
+        )
+        return f"HTTP {status} from the served Tesseract: {first}"
     text = str(exc).strip().splitlines()
     lines = [
         line
@@ -278,6 +492,7 @@ class Way:
     counts: dict[str, int] = field(default_factory=dict)
     # per compared block: (way - reference) / allowed, for the HTML report
     ratios: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    hint: str | None = None
 
 
 def _run_way(
@@ -285,10 +500,11 @@ def _run_way(
 ) -> Way:
     counting = CountingClient(client)
     t0 = time.perf_counter()
+    hint = None
     try:
         jac, error = compute(counting), None
     except Exception as exc:
-        jac, error = None, _first_line(exc)
+        jac, error, hint = None, _first_line(exc), _hint(exc)
     return Way(
         name,
         jac,
@@ -297,6 +513,7 @@ def _run_way(
         error,
         note,
         counts=dict(sorted(counting.calls.items())),
+        hint=hint,
     )
 
 
@@ -771,7 +988,9 @@ def check_gradients(
     try:
         outputs = client.apply(inputs=inputs)
     except Exception as exc:
-        raise CheckError(f"apply failed at these inputs: {_first_line(exc)}") from exc
+        raise CheckError(
+            f"apply failed at these inputs: {_first_line(exc)}", _hint(exc)
+        ) from exc
     out_flat = schema.outputs.flatten(outputs, check=False)
     out_paths = list(outputs_paths or out_flat.differentiable_paths)
     for o in out_paths:
@@ -888,7 +1107,11 @@ def check_gradients(
     reference = ways[0]
     failures: list[str] = []
     where: list[str] = []
-    errors = [{"way": w.name, "error": w.error} for w in ways if w.error is not None]
+    errors = [
+        {"way": w.name, "error": w.error, "hint": w.hint}
+        for w in ways
+        if w.error is not None
+    ]
     for way in ways:
         if way.error is not None:
             continue
@@ -991,8 +1214,8 @@ class Report(Mapping[str, Any]):
 
     Keys: ``status`` (``"agrees"``, ``"disagrees"``, ``"error"``), ``ok``,
     ``failures`` (one line per disagreeing way and pair), ``where`` (the
-    worst entry of each), ``errors`` (``{"way", "error"}`` of ways that
-    raised), ``skipped``, ``ways`` (each way's calls, seconds and per-pair
+    worst entry of each), ``errors`` (``{"way", "error", "hint"}`` of ways
+    that raised; ``hint`` says what to do, or is ``None``), ``skipped``, ``ways`` (each way's calls, seconds and per-pair
     comparison), ``reference``, ``method``, ``k``, ``rtol``, the paths, the
     target and the inputs file.
     """
@@ -1057,11 +1280,17 @@ class Report(Mapping[str, Any]):
         lines = [f"gradient check of {self['target']}: {self.status}"]
         lines += [f"  - {line}" for line in self.where or self.failures]
         lines += [f"  - error in {e['way']}: {e['error']}" for e in self["errors"]]
+        lines += [f"  hint: {hint}" for hint in self.hints]
         if self.inconclusive:
             lines.append(
                 f"  inconclusive (reference too noisy): {', '.join(self.inconclusive)}"
             )
         return "\n".join(lines)
+
+    @property
+    def hints(self) -> list[str]:
+        """What to do about the errors, each hint once (several ways may share one)."""
+        return [h for h in dict.fromkeys(e.get("hint") for e in self["errors"]) if h]
 
     @property
     def inconclusive(self) -> list[str]:

@@ -174,11 +174,11 @@ def _notes(report: Report) -> list[str]:
             f"<p class='note'>Skipped {_e(skip['way'])}: {_e(skip['reason'])}</p>"
         )
     for err in report["errors"]:
-        hint = f" {err['hint']}" if err.get("hint") else ""
         out.append(
             f"<p class='v-error'>Error in {_e(err['way'])}: "
-            f"<span class='mono'>{_e(err['error'])}</span>{_e(hint)}</p>"
+            f"<span class='mono'>{_e(err['error'])}</span></p>"
         )
+    out += [f"<p>Hint: {_e(hint)}</p>" for hint in report.hints]
     return out
 
 

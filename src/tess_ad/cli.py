@@ -182,16 +182,12 @@ def _print_verdict(report: Report, console: Console, verbose: bool = False) -> N
     for skip in report["skipped"]:
         console.print(f"skipped {skip['way']}: {skip['reason']}", highlight=False)
     for err in report["errors"]:
-        hint = (
-            " (a served Tesseract: run its server with TESSERACT_DEBUG=1 to get "
-            "its traceback in the response)"
-            if "500" in err["error"] or "Internal Server Error" in err["error"]
-            else ""
-        )
         console.print(
-            f"[bold red]error[/bold red] in {err['way']}: {escape(err['error'])}{hint}",
+            f"[bold red]error[/bold red] in {err['way']}: {escape(err['error'])}",
             highlight=False,
         )
+    for hint in report.hints:  # once, however many ways it explains
+        console.print(f"hint: {escape(hint)}", highlight=False)
     if report["status"] == "error":
         console.print(
             "[bold red]COULD NOT CHECK[/bold red]: the Tesseract raised (above)."
@@ -366,7 +362,7 @@ def check(
                 "target": target,
                 "status": "error",
                 "ok": False,
-                "errors": [{"way": None, "error": str(exc)}],
+                "errors": [{"way": None, "error": exc.message, "hint": exc.hint}],
             }
             print(json.dumps(document, indent=2))
         if html_report is not None and html_report.parent.is_dir():
