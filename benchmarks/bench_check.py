@@ -8,18 +8,25 @@ counters (the module's own internal calls, such as a drop-in
 finite-difference helper calling ``apply``, are not endpoint calls and are not
 counted). ``tess-ad check`` counts its own calls too; the two agree.
 
-Prints two Markdown tables: calls and seconds of each command per Tesseract,
-and whether each caught the wrong ones and passed the right ones.
+Each command runs ``--repeats`` times per Tesseract (default 3), the two
+interleaved (ours, theirs, ours, theirs, ...) so that a slow spell of this
+shared machine falls on both. Prints two Markdown tables: per Tesseract, the
+calls of each command (the same in every run, or the table says otherwise),
+the median seconds of each and the median of the per-pair ratios; and whether
+each command caught the wrong gradients and passed the right ones (in every
+run, or the table says otherwise).
 
-Run from the repository root (a few minutes)::
+Run from the repository root (several minutes)::
 
-    python benchmarks/bench_check.py
+    python benchmarks/bench_check.py [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,7 +102,34 @@ def calls_text(calls: Counter) -> str:
     return ", ".join(f"{calls[k]} {LABELS[k]}" for k in LABELS if calls[k]) or "0"
 
 
+def verdict(code: int, calls: Counter, correct: bool) -> str:
+    """What an exit status means for a Tesseract whose gradients are right (or not)."""
+    endpoints = any(calls[k] for k in LABELS if k != "apply")
+    if not endpoints and code != 0:  # no gradient endpoints to compare
+        return f"n/a, apply only (exit {code})"
+    if correct:
+        return "passes" if code == 0 else f"FALSE ALARM (exit {code})"
+    if code == 0:
+        return "MISSED"
+    return "caught" if code == 1 else f"could not check (exit {code})"
+
+
+def summarize(runs: list[tuple[int, float, Counter]], correct: bool) -> tuple[str, str]:
+    """The calls and verdict of repeated runs: one text when all runs agree."""
+    calls = {calls_text(c) for _, _, c in runs}
+    verdicts = {verdict(code, c, correct) for code, _, c in runs}
+    return (
+        calls.pop() if len(calls) == 1 else "varies: " + " / ".join(sorted(calls)),
+        verdicts.pop()
+        if len(verdicts) == 1
+        else "varies: " + " / ".join(sorted(verdicts)),
+    )
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per command")
+    args = parser.parse_args()
     rows, verdicts = [], []
     with tempfile.TemporaryDirectory(prefix="tess_ad_bench_check_") as scratch:
         scratch_path = Path(scratch)
@@ -109,60 +143,55 @@ def main() -> None:
                 SHIM.format(api=str(source / "tesseract_api.py"))
             )
             inputs = source / "example_inputs.json"
-            ours = run(
-                [
-                    sys.executable,
-                    "-m",
-                    "tess_ad",
-                    "check",
-                    str(shim_dir),
-                    "--inputs",
-                    str(inputs),
-                    "--no-progress",
-                ],
-                env,
-                counts,
+            ours_command = [
+                sys.executable,
+                "-m",
+                "tess_ad",
+                "check",
+                str(shim_dir),
+                "--inputs",
+                str(inputs),
+                "--no-progress",
+            ]
+            theirs_command = [RUNTIME, "check-gradients", f"@{inputs}"]
+            theirs_env = {
+                **env,
+                "TESSERACT_API_PATH": str(shim_dir / "tesseract_api.py"),
+            }
+            ours, theirs = [], []
+            for _ in range(args.repeats):  # interleaved: A, B, A, B, ...
+                ours.append(run(ours_command, env, counts))
+                theirs.append(run(theirs_command, theirs_env, counts))
+            ratio = statistics.median(
+                a[1] / b[1] for a, b in zip(ours, theirs, strict=True)
             )
-            theirs = run(
-                [RUNTIME, "check-gradients", f"@{inputs}"],
-                {**env, "TESSERACT_API_PATH": str(shim_dir / "tesseract_api.py")},
-                counts,
-            )
+            our_calls, our_verdict = summarize(ours, correct)
+            their_calls, their_verdict = summarize(theirs, correct)
+            name = folder.split("/")[-1]
             rows.append(
                 (
-                    folder.split("/")[-1],
+                    name,
                     what,
-                    calls_text(ours[2]),
-                    f"{ours[1]:.1f}",
-                    calls_text(theirs[2]),
-                    f"{theirs[1]:.1f}",
+                    our_calls,
+                    f"{statistics.median(r[1] for r in ours):.1f}",
+                    their_calls,
+                    f"{statistics.median(r[1] for r in theirs):.1f}",
+                    f"{ratio:.1f}x",
                 )
             )
-
-            def verdict(code: int, calls: Counter, correct: bool = correct) -> str:
-                endpoints = any(calls[k] for k in LABELS if k != "apply")
-                if not endpoints and code != 0:  # no gradient endpoints to compare
-                    return f"n/a, apply only (exit {code})"
-                if correct:
-                    return "passes" if code == 0 else f"FALSE ALARM (exit {code})"
-                if code == 0:
-                    return "MISSED"
-                return "caught" if code == 1 else f"could not check (exit {code})"
-
-            verdicts.append(
-                (
-                    folder.split("/")[-1],
-                    what,
-                    verdict(ours[0], ours[2]),
-                    verdict(theirs[0], theirs[2]),
-                )
-            )
-    print("\n### calls and seconds (one run each, subprocess start included)\n")
-    print("| Tesseract | what | tess-ad check calls | s | check-gradients calls | s |")
-    print("|---|---|---|---|---|---|")
+            verdicts.append((name, what, our_verdict, their_verdict))
+    print(
+        f"\n### calls and seconds ({args.repeats} interleaved runs each; medians, "
+        "subprocess start included)\n"
+    )
+    print(
+        "| Tesseract | what | tess-ad check calls | s | check-gradients calls | s "
+        "| time ratio |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print("\n### verdicts\n")
+    print(f"\n### verdicts (the same in all {args.repeats} runs unless it says so)\n")
     print("| Tesseract | what | tess-ad check | check-gradients |")
     print("|---|---|---|---|")
     for row in verdicts:
