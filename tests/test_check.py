@@ -96,7 +96,7 @@ def test_a_served_500_is_an_error_whose_hint_the_summary_carries_once(
     served_tesseract,
 ):
     """The reference meets the bare 500 of an apply failing mid sweep."""
-    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._check_errors import SERVED_500_HINT
 
     client = served_tesseract("fails_mid_sweep")
     report = tess_ad.check_gradients(
@@ -161,7 +161,7 @@ def _wrapped(exc: BaseException) -> RuntimeError:
 def test_the_served_500_hint_is_keyed_on_the_clients_error_and_status(
     exc, line, hinted
 ):
-    from tess_ad._check import SERVED_500_HINT, _first_line, _hint
+    from tess_ad._check_errors import SERVED_500_HINT, _first_line, _hint
 
     assert _first_line(exc) == line
     assert _hint(exc) == (SERVED_500_HINT if hinted else None)

@@ -517,9 +517,9 @@ def test_a_host_that_does_not_resolve_says_host_not_found():
 
 def test_a_server_that_never_answers_times_out_within_the_probe_timeout(monkeypatch):
     """A socket that listens but never answers: the connection is made, the GET hangs."""
-    import tess_ad._check
+    import tess_ad._check_target
 
-    monkeypatch.setattr(tess_ad._check, "PROBE_TIMEOUT", (2.0, 0.5))
+    monkeypatch.setattr(tess_ad._check_target, "PROBE_TIMEOUT", (2.0, 0.5))
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
@@ -614,7 +614,7 @@ def test_a_served_tesseract_raising_mid_sweep(
 ):
     """A bare 500 gets the TESSERACT_DEBUG=1 hint; from a debug server, the
     Tesseract's own exception and endpoint are shown instead (and no hint)."""
-    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._check_errors import SERVED_500_HINT
     from tess_ad._client import url_of
 
     url = url_of(served_tesseract("fails_mid_sweep", debug=debug))
@@ -648,7 +648,7 @@ def test_a_served_500_hint_is_printed_once_for_every_way_it_explains(tmp_path):
     """The VJP endpoint fails: the VJP, jax and torch ways all get a bare 500."""
     from helpers import Server
 
-    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._check_errors import SERVED_500_HINT
 
     server = Server(RAISING / "tesseract_api.py").start()
     try:
@@ -673,7 +673,7 @@ def test_a_served_500_hint_is_printed_once_for_every_way_it_explains(tmp_path):
 def test_a_served_apply_failing_at_the_inputs_is_one_line_with_the_hint(
     served_tesseract, tmp_path
 ):
-    from tess_ad._check import SERVED_500_HINT
+    from tess_ad._check_errors import SERVED_500_HINT
     from tess_ad._client import url_of
 
     url = url_of(served_tesseract("fails_mid_sweep"))

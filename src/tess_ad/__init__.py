@@ -9,10 +9,10 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._cache import CacheCorruptionWarning as CacheCorruptionWarning
-from ._check import CheckError as CheckError
-from ._check import Report as Report
 from ._check import assert_gradients as assert_gradients
 from ._check import check_gradients as check_gradients
+from ._check_errors import CheckError as CheckError
+from ._check_report import Report as Report
 from ._dropin import finite_difference_jacobian as finite_difference_jacobian
 from ._dropin import finite_difference_jvp as finite_difference_jvp
 from ._dropin import finite_difference_vjp as finite_difference_vjp

@@ -1,4 +1,4 @@
-"""Render a gradient check's :class:`~tess_ad._check.Report` as one self-contained HTML page.
+"""Render a gradient check's :class:`~tess_ad.Report` as one self-contained HTML page.
 
 Why a page: a Jacobian that is wrong in a pattern (one row, a band, every
 entry of one input) is seen at a glance in a heatmap and easily missed in a
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ._check import Report
+    from ._check_report import Report
 
 __all__ = ["render", "render_error"]
 

@@ -1,0 +1,230 @@
+"""How a check compares one way's derivatives with the reference's, entry by entry.
+
+An entry agrees when ``|way - reference| <= K * (the reference's estimated
+error + the way's own rounding)``; a block the reference is too noisy to
+judge (it could not tell a right entry from a 10% wrong one) is
+"inconclusive". A way that computed Jacobian blocks is compared block by
+block; a framework way, checked along random directions (:class:`Probes`), is
+compared product by product with the reference's Jacobian contracted along
+the same directions. Each comparison also names its worst entry and keeps
+``(way - reference) / allowed`` per entry, which the HTML report draws.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._fd_two_step import ROUNDING_ULPS
+
+__all__ = ["INCONCLUSIVE", "SIGNIFICANT", "K", "Probes"]
+
+# An entry agrees when |way - reference| <= K * (the reference's estimated error
+# + the way's own rounding). The estimate already bounds the true error (with a
+# safety factor on its truncation part, see _fd_two_step); K leaves room for the
+# way's own error, which is of the same kind (an FD proxy behind the adapters).
+K = 2.0
+# A pair is "inconclusive" when, at an entry that matters (at least SIGNIFICANT
+# times the block's largest), K times the reference's estimated error exceeds
+# this fraction of the entry: the reference cannot tell right from 10% wrong.
+INCONCLUSIVE = 0.1
+SIGNIFICANT = 1e-3
+
+
+@dataclass
+class Probes:
+    """Random directions a framework way is checked along, and what it gave.
+
+    ``cotangents[k]`` (``{out_path: array}``) and ``tangents[k]``
+    (``{in_path: array}``) have random signs in every entry (so every row and
+    column of the Jacobian takes part; see :func:`make_probes`); ``vjps[k]``
+    and ``jvps[k]`` are the framework's products along them.
+    """
+
+    cotangents: list[dict[str, np.ndarray]]
+    tangents: list[dict[str, np.ndarray]]
+    vjps: list[dict[str, np.ndarray]] = field(default_factory=list)
+    jvps: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+def _contract(
+    blocks: Mapping[str, Mapping[str, np.ndarray]],
+    vector: Mapping[str, np.ndarray],
+    reverse: bool,
+) -> dict[str, np.ndarray]:
+    """``ct . J`` per input (``reverse``) or ``J . t`` per output, from Jacobian blocks."""
+    result: dict[str, np.ndarray] = {}
+    for o, row in blocks.items():
+        for p, block in row.items():
+            block = np.asarray(block, np.float64)
+            if reverse:
+                term = np.tensordot(vector[o], block, axes=np.ndim(vector[o]))
+                result[p] = result.get(p, 0.0) + term
+            else:
+                n_in = np.ndim(vector[p])
+                term = np.tensordot(
+                    block,
+                    vector[p],
+                    axes=(
+                        list(range(block.ndim - n_in, block.ndim)),
+                        list(range(n_in)),
+                    ),
+                )
+                result[o] = result.get(o, 0.0) + term
+    return result
+
+
+def _compare(
+    ref: np.ndarray, got: np.ndarray, error: np.ndarray, rtol: float | None
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """One way's block against the reference's: the verdict, the worst entry, the ratios.
+
+    Returns the comparison (``max_abs_diff``, ``max_rel_diff`` relative to
+    the block's largest entry in the reference or the way, ``verdict``:
+    ``"agrees"``, ``"disagrees"`` or ``"inconclusive"``, ``ok`` (not
+    ``"disagrees"``) and ``worst``: the entry that exceeds its allowance the
+    most, with its ``index`` into the block, ``expected``, ``actual``,
+    ``allowed``) and, per entry, ``(way - reference) / allowed`` (beyond
+    +-1: the entry disagrees; ``None`` when the shapes differ), which the
+    HTML report draws.
+    """
+    got_raw = np.asarray(got)
+    ref, got = np.asarray(ref, np.float64), got_raw.astype(np.float64)
+    if ref.shape != got.shape:
+        return {
+            "max_abs_diff": float("inf"),
+            "max_rel_diff": float("inf"),
+            "verdict": "disagrees",
+            "ok": False,
+            "worst": {"shape": list(got.shape), "expected_shape": list(ref.shape)},
+        }, None
+    diff = np.abs(got - ref)
+    # the block's size: the reference's or the way's largest entry (a reference
+    # swamped by noise can be exactly zero where the way is not)
+    scale = float(max(np.max(np.abs(ref)), np.max(np.abs(got)))) if ref.size else 0.0
+    kind = got_raw.dtype if got_raw.dtype.kind in "fc" else np.dtype(np.float64)
+    rounding = ROUNDING_ULPS * float(np.finfo(kind).eps) * np.abs(got)
+    allowed = K * (np.asarray(error, np.float64) + rounding)
+    if rtol is not None:
+        allowed = allowed + rtol * scale
+    max_diff = float(np.max(diff)) if diff.size else 0.0
+    rel = max_diff / scale if scale > 0 else (0.0 if max_diff == 0 else float("inf"))
+    worst: dict[str, Any] = {}
+    if diff.size:
+        i = np.unravel_index(int(np.argmax(diff - allowed)), diff.shape)
+        worst = {
+            "index": [int(j) for j in i],
+            "expected": float(ref[i]),
+            "actual": float(got[i]),
+            "allowed": float(allowed[i]),
+        }
+    if np.any(diff > allowed):
+        verdict = "disagrees"
+    elif _too_noisy(ref, got, np.asarray(error, np.float64), scale):
+        verdict = "inconclusive"
+    else:
+        verdict = "agrees"
+    signed = got - ref
+    # nothing allowed (an exact zero reference): any difference is infinitely off
+    ratio = np.where(signed == 0, 0.0, np.copysign(np.inf, signed))
+    np.divide(signed, allowed, out=ratio, where=allowed > 0)
+    return {
+        "max_abs_diff": max_diff,
+        "max_rel_diff": rel,
+        "verdict": verdict,
+        "ok": verdict != "disagrees",
+        "worst": worst,
+    }, ratio
+
+
+def _comparisons(
+    got: Any,
+    reference: Mapping[str, Mapping[str, np.ndarray]],
+    estimate: Mapping[str, Mapping[str, np.ndarray]],
+    shapes: Mapping[str, tuple[int, ...]],
+    in_paths: Sequence[str],
+    out_paths: Sequence[str],
+    rtol: float | None,
+) -> Iterator[
+    tuple[
+        tuple[str, str],
+        str,
+        tuple[dict[str, Any], np.ndarray | None],
+        Callable[[list[int]], str],
+    ]
+]:
+    """Every comparison of one way with the reference: ``(key, label, compared, describe)``.
+
+    ``compared`` is what :func:`_compare` returns.
+
+    A way that computed Jacobian blocks is compared block by block; one that
+    ran probes (:class:`Probes`), product by product with the reference's
+    Jacobian contracted along the same directions (and its error estimate
+    along their magnitudes). ``describe(index)`` names an entry.
+    """
+    if isinstance(got, Probes):
+        for k, (ct, vjp) in enumerate(zip(got.cotangents, got.vjps, strict=True)):
+            expected = _contract(reference, ct, reverse=True)
+            error = _contract(estimate, {o: np.abs(c) for o, c in ct.items()}, True)
+            for p in in_paths:
+                yield (
+                    (f"VJP probe {k + 1}", p),
+                    f"VJP probe {k + 1} (d/d {p})",
+                    _compare(expected[p], vjp[p], error[p], rtol),
+                    functools.partial(_name_vjp, k, p),
+                )
+        for k, (t, jvp) in enumerate(zip(got.tangents, got.jvps, strict=True)):
+            expected = _contract(reference, t, reverse=False)
+            error = _contract(estimate, {p: np.abs(v) for p, v in t.items()}, False)
+            for o in out_paths:
+                yield (
+                    (o, f"JVP probe {k + 1}"),
+                    f"JVP probe {k + 1} ({o})",
+                    _compare(expected[o], jvp[o], error[o], rtol),
+                    functools.partial(_name_jvp, k, o),
+                )
+        return
+    for o in out_paths:
+        for p in in_paths:
+            n_out = len(shapes[o])
+            yield (
+                (o, p),
+                f"d {o} / d {p}",
+                _compare(reference[o][p], got[o][p], estimate[o][p], rtol),
+                functools.partial(_name_entry, o, p, n_out),
+            )
+
+
+def _name_vjp(k: int, p: str, index: list[int]) -> str:
+    return f"VJP probe {k + 1}, d/d {_element(p, index)}"
+
+
+def _name_jvp(k: int, o: str, index: list[int]) -> str:
+    return f"JVP probe {k + 1}, {_element(o, index)}"
+
+
+def _name_entry(o: str, p: str, n_out: int, index: list[int]) -> str:
+    return f"d {_element(o, index[:n_out])} / d {_element(p, index[n_out:])}"
+
+
+def _too_noisy(
+    ref: np.ndarray, got: np.ndarray, error: np.ndarray, scale: float
+) -> bool:
+    """Whether the reference cannot tell a right entry from a 10% wrong one.
+
+    Asked of the entries that matter in the block (at least
+    :data:`SIGNIFICANT` times its largest, in the reference or the way):
+    entries far below the block's size, or zero in both, are not evidence
+    either way.
+    """
+    size = np.maximum(np.abs(ref), np.abs(got))
+    matters = size >= SIGNIFICANT * scale if scale > 0 else np.zeros(size.shape, bool)
+    return bool(np.any(matters & (K * error > INCONCLUSIVE * size)))
+
+
+def _element(path: str, index: Sequence[int]) -> str:
+    return f"{path}[{', '.join(map(str, index))}]" if index else path
