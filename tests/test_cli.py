@@ -1,6 +1,8 @@
 """`tess-ad check`: every example passes, a wrong gradient fails with a useful table, bad input gives one line."""
 
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -62,6 +64,32 @@ def test_the_main_job_prints_a_short_verdict_at_80_columns():
     assert result.exit_code == 0
     assert len(lines) < 20 and max(len(line) for line in lines) <= 80, result.stdout
     assert lines[-1].startswith("OK: every way agrees")
+
+
+def test_the_readme_shows_what_the_main_job_prints():
+    """The README's block is the real output, seconds aside (run from the repository root)."""
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("At 80 columns it prints:\n\n```text\n", 1)[1].split("```")[0]
+    result = subprocess.run(
+        [sys.executable, "-m", "tess_ad", "check", "examples/rosenbrock"],
+        cwd=root,
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    def shown(text):
+        # seconds vary from run to run; trailing blanks are the table's padding
+        lines = [
+            re.sub(r"\b\d+\.\d\d\b", "S", line).rstrip() for line in text.splitlines()
+        ]
+        return "\n".join(lines).strip()
+
+    assert result.returncode == 0, result.stderr
+    assert shown(result.stdout) == shown(block)
 
 
 def test_wrong_gradient_fails_with_the_worst_entry_and_tables_when_verbose():
@@ -265,6 +293,15 @@ def test_a_vjp_wrong_by_a_thousandth_in_one_entry_is_caught_and_pinpointed():
     assert "VJP endpoint: d y[2] / d x[2] is 1.6016" in report["where"][0]
     printed = check(OFF_IN_ONE_ENTRY).stdout
     assert "- VJP endpoint: d y[2] / d x[2] is 1.6016" in printed
+    # one line per way, the rest counted, and the frameworks traced to the endpoint
+    assert "- jax: VJP probe 1, d/d x[2] is 2.1021" in printed
+    assert "VJP probe 2" not in printed
+    assert "(and 4 more like these: --verbose or --json)" in printed
+    assert (
+        "(jax and torch use the Tesseract's endpoints: they follow the VJP endpoint)"
+        in printed
+    )
+    assert "VJP probe 2" in check(OFF_IN_ONE_ENTRY, "--verbose").stdout
 
 
 def test_a_reference_too_noisy_to_judge_says_inconclusive(tmp_path):

@@ -229,9 +229,12 @@ def _worst_per_way(report: Report) -> list[str]:
     endpoints = [w for w in bad_ways if w.endswith("endpoint")]
     frameworks = [w for w in bad_ways if w in ("jax", "torch")]
     if endpoints and frameworks and report.get("adapters_via") == "own endpoints":
+        use, follow = (
+            ("uses", "it follows") if len(frameworks) == 1 else ("use", "they follow")
+        )
         out.append(
-            f"  ({' and '.join(frameworks)} use the Tesseract's endpoints: they "
-            f"follow the {endpoints[0]})"
+            f"  ({' and '.join(frameworks)} {use} the Tesseract's endpoints: "
+            f"{follow} the {endpoints[0]})"
         )
     return out
 
