@@ -515,7 +515,19 @@ def check_gradients(
                     drawn.cotangents = []
                 if has_own and not own.has_forward:
                     drawn.tangents = []
-                return fn(target_client, flat, in_paths, out_paths, drawn)
+                drawn = fn(target_client, flat, in_paths, out_paths, drawn)
+                if not has_own:
+                    # the error of the framework's directional differences, asked
+                    # for every differentiable output as the adapters' JVPs are:
+                    # their points are then in the cache (2 more applies per tangent)
+                    every = out_flat.differentiable_paths
+                    drawn.jvp_errors = [
+                        target_client.jacobian_vector_product_with_error(
+                            inputs, in_paths, every, t
+                        )[1]
+                        for t in drawn.tangents
+                    ]
+                return drawn
 
             what = (
                 f"{how} along {probes} random cotangents and tangents "
