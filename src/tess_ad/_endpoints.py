@@ -287,7 +287,8 @@ class Endpoints:
             }
         if self.has_jacobian:
             batched = {p: t[np.newaxis] for p, t in tangents.items()}
-            cols = self._jvp_via_jacobian(flat, jvp_outputs, batched, 1)
+            # with the outputs' shapes, a block of the wrong shape is named as such
+            cols = self._jvp_via_jacobian(flat, jvp_outputs, batched, 1, output_shapes)
             return {o: col[0] for o, col in cols.items()}
         raise _no_route(
             "a Jacobian-vector product (forward mode)",
