@@ -96,8 +96,13 @@ def _compare(
     ``"disagrees"``) and ``worst``: the entry that exceeds its allowance the
     most, with its ``index`` into the block, ``expected``, ``actual``,
     ``allowed``) and, per entry, ``(way - reference) / allowed`` (beyond
-    +-1: the entry disagrees; ``None`` when the shapes differ), which the
-    HTML report draws.
+    +-1: the entry disagrees; NaN where either is not finite; ``None`` when
+    the shapes differ), which the HTML report draws.
+
+    Entries that are not finite: a NaN or infinite entry of the way where the
+    reference is finite disagrees; where the reference (or its error
+    estimate) is not finite, the entry cannot be judged, and the block is at
+    best inconclusive.
     """
     got_raw = np.asarray(got)
     ref, got = np.asarray(ref, np.float64), got_raw.astype(np.float64)
@@ -109,42 +114,68 @@ def _compare(
             "ok": False,
             "worst": {"shape": list(got.shape), "expected_shape": list(ref.shape)},
         }, None
-    diff = np.abs(got - ref)
-    # the block's size: the reference's or the way's largest entry (a reference
-    # swamped by noise can be exactly zero where the way is not)
-    scale = float(max(np.max(np.abs(ref)), np.max(np.abs(got)))) if ref.size else 0.0
+    error = np.asarray(error, np.float64)
+    judged = np.isfinite(ref) & np.isfinite(error)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(got - ref)
+    # the block's size: the reference's or the way's largest finite entry (a
+    # reference swamped by noise can be exactly zero where the way is not)
+    sizes = np.concatenate([np.abs(ref).ravel(), np.abs(got).ravel()])
+    sizes = sizes[np.isfinite(sizes)]
+    scale = float(np.max(sizes)) if sizes.size else 0.0
     kind = got_raw.dtype if got_raw.dtype.kind in "fc" else np.dtype(np.float64)
-    rounding = ROUNDING_ULPS * float(np.finfo(kind).eps) * np.abs(got)
-    allowed = K * (np.asarray(error, np.float64) + rounding)
+    magnitude = np.where(np.isfinite(got), np.abs(got), 0.0)
+    rounding = ROUNDING_ULPS * float(np.finfo(kind).eps) * magnitude
+    allowed = K * (error + rounding)
     if rtol is not None:
         allowed = allowed + rtol * scale
-    max_diff = float(np.max(diff)) if diff.size else 0.0
+    # judged entries beyond their allowance, a NaN or infinite way's among them
+    with np.errstate(invalid="ignore"):
+        bad = judged & ~(diff <= allowed)
+    max_diff = float(np.max(diff[judged])) if judged.any() else 0.0
+    if np.isnan(max_diff):
+        max_diff = float("inf")
     rel = max_diff / scale if scale > 0 else (0.0 if max_diff == 0 else float("inf"))
     worst: dict[str, Any] = {}
     if diff.size:
-        i = np.unravel_index(int(np.argmax(diff - allowed)), diff.shape)
+        with np.errstate(invalid="ignore"):
+            excess = np.where(judged, diff - allowed, -np.inf)
+        excess = np.where(bad & ~np.isfinite(excess), np.inf, excess).ravel()
+        # among entries infinitely off (a NaN or infinite way), the largest
+        # reference entry: the one that matters most
+        infinite = np.flatnonzero(np.isposinf(excess))
+        k = (
+            int(infinite[np.argmax(np.abs(ref).ravel()[infinite])])
+            if infinite.size
+            else int(np.argmax(excess))
+        )
+        i = np.unravel_index(k, diff.shape)
         worst = {
             "index": [int(j) for j in i],
             "expected": float(ref[i]),
             "actual": float(got[i]),
             "allowed": float(allowed[i]),
         }
-    if np.any(diff > allowed):
+    if bad.any():
         verdict = "disagrees"
-    elif _too_noisy(ref, got, np.asarray(error, np.float64), scale):
+    elif not judged.all() or _too_noisy(ref, got, error, scale):
         verdict = "inconclusive"
     else:
         verdict = "agrees"
-    signed = got - ref
-    # nothing allowed (an exact zero reference): any difference is infinitely off
-    ratio = np.where(signed == 0, 0.0, np.copysign(np.inf, signed))
-    np.divide(signed, allowed, out=ratio, where=allowed > 0)
+    with np.errstate(invalid="ignore"):
+        signed = got - ref
+        # nothing allowed (an exact zero reference): any difference is infinitely off
+        ratio = np.where(signed == 0, 0.0, np.copysign(np.inf, signed))
+        np.divide(signed, allowed, out=ratio, where=allowed > 0)
+    ratio[~judged | np.isnan(signed)] = np.nan
     return {
         "max_abs_diff": max_diff,
         "max_rel_diff": rel,
         "verdict": verdict,
         "ok": verdict != "disagrees",
         "worst": worst,
+        # entries where the way, the reference or its error is NaN or infinite
+        "not_finite": int(np.sum(~(judged & np.isfinite(got)))),
     }, ratio
 
 

@@ -10,13 +10,17 @@ in :class:`Blocks`, for the HTML page (``to_html``, drawn by
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Blocks", "Report"]
+__all__ = ["FRAMEWORK_WAYS", "Blocks", "Report"]
+
+# The ways that check a framework adapter (along probes, not entry by entry).
+FRAMEWORK_WAYS = ("jax", "torch")
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Report(Mapping[str, Any]):
 
     @property
     def status(self) -> str:
-        """``"agrees"``, ``"disagrees"`` or ``"error"`` (the Tesseract raised)."""
+        """``"agrees"``, ``"disagrees"`` (a way is wrong, whatever else raised) or ``"error"`` (the Tesseract raised, and nothing was found wrong)."""
         return str(self._data["status"])
 
     @property
@@ -85,8 +89,13 @@ class Report(Mapping[str, Any]):
         return list(self._data["where"])
 
     def to_json(self) -> str:
-        """The report as a JSON document (what ``tess-ad check --json`` prints)."""
-        return json.dumps(self._data, indent=2)
+        """The report as a JSON document (what ``tess-ad check --json`` prints).
+
+        Strict JSON: a number that is not finite (a NaN gradient entry, the
+        infinite difference of a block of the wrong shape) is written as the
+        string ``"nan"``, ``"inf"`` or ``"-inf"``.
+        """
+        return json.dumps(_finite(self._data), indent=2, allow_nan=False)
 
     def to_html(self) -> str:
         """The report as a self-contained HTML page (what ``tess-ad check --report`` writes).
@@ -131,3 +140,14 @@ class Report(Mapping[str, Any]):
                 if p["verdict"] == "inconclusive"
             }
         )
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name, for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
