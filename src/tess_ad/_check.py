@@ -47,7 +47,7 @@ import numpy as np
 
 from ._check_compare import K, Probes, _comparisons
 from ._check_errors import CheckError, _first_line, _hint
-from ._check_report import Blocks, Report
+from ._check_report import FRAMEWORK_WAYS, Blocks, Report
 from ._check_target import load_inputs, load_target, with_defaults
 from ._client import (
     ENDPOINTS,
@@ -277,7 +277,7 @@ def run_check(
     inputs_paths: Sequence[str] | None = None,
     outputs_paths: Sequence[str] | None = None,
     rtol: float | None = None,
-    frameworks: Sequence[str] = ("jax", "torch"),
+    frameworks: Sequence[str] = FRAMEWORK_WAYS,
     progress: bool | None = None,
     eps: float | None = None,
     endpoints: Sequence[str] = ENDPOINT_WAYS,
@@ -321,7 +321,7 @@ def check_gradients(
     input_paths: Sequence[str] | None = None,
     output_paths: Sequence[str] | None = None,
     rtol: float | None = None,
-    frameworks: Sequence[str] = ("jax", "torch"),
+    frameworks: Sequence[str] = FRAMEWORK_WAYS,
     progress: bool | None = False,
     eps: float | None = None,
     endpoints: Sequence[str] = ENDPOINT_WAYS,
@@ -575,7 +575,14 @@ def check_gradients(
                         f"{worst['actual']:.6g}; finite differences: "
                         f"{worst['expected']:.6g} ± {worst['allowed']:.2g}"
                     )
-    status = "error" if errors else ("disagrees" if failures else "agrees")
+                elif "shape" in worst:
+                    where.append(
+                        f"{way.name}: {label} has shape {tuple(worst['shape'])}, "
+                        f"finite differences {tuple(worst['expected_shape'])}"
+                    )
+    # a way found wrong is the verdict, even when another way raised (often
+    # because of the same fault); nothing compared and something raised: error
+    status = "disagrees" if failures else ("error" if errors else "agrees")
     return Report(
         {
             "target": target if target is not None else _describe(tesseract),
