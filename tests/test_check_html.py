@@ -34,6 +34,8 @@ window.addEventListener("load", () => {
   document.body.dataset.images = images.length;
   document.body.dataset.decoded = decoded.length;
   document.body.dataset.widths = decoded.map((i) => i.naturalWidth).join(",");
+  const box = images[0].getBoundingClientRect();
+  document.body.dataset.box = [box.left, box.top, box.width, box.height].join(",");
 });
 </script>"""
 
@@ -130,6 +132,50 @@ def test_report_needs_matplotlib_and_an_existing_folder(tmp_path, monkeypatch):
     assert "finite differences" not in result.stdout
 
 
+def test_nan_entries_are_drawn_as_such_and_empty_blocks_do_not_break_the_page(
+    local_tesseract,
+):
+    import tess_ad
+
+    t = local_tesseract(TESSERACTS / "nan_vjp")
+    report = tess_ad.check_gradients(t, {"x": [0.3, -1.2, 0.8]}, frameworks=())
+    ratio = report.blocks.ratios["VJP endpoint"][("y", "x")]
+    # NaN where the VJP is NaN (column 1), finite elsewhere
+    assert np.isnan(ratio[:, 1]).all() and np.isfinite(np.delete(ratio, 1, 1)).all()
+    page = report.to_html()
+    assert len(images(page)) == 1 and "black: not a finite number" in page
+
+    smooth = local_tesseract(TESSERACTS / "smooth")
+    empty = {"x64": np.zeros(0), "x32": np.array([0.2, 0.4], np.float32)}
+    report = tess_ad.check_gradients(smooth, empty, frameworks=())
+    page = report.to_html()
+    assert "Empty block" in page
+    assert len(images(page)) == 1  # d y32 / d x32, the one pair with entries
+
+
+def test_large_blocks_are_pooled_without_losing_a_wrong_entry():
+    """A 1000 x 1000 block drawn in ~250 pixels: one wrong entry must survive."""
+    from tess_ad._check_html import POOL, _pool
+
+    data = np.full((1000, 1000), 0.1)
+    data[777, 123] = 2.5
+    data[500, 999] = np.nan
+    tiles, fr, fc = _pool(data)
+    assert tiles.shape == (POOL, POOL) and (fr, fc) == (5, 5)
+    assert tiles[777 // fr, 123 // fc] == 2.5
+    assert np.isnan(tiles[500 // fr, 999 // fc])
+    assert np.sum(tiles != 0.1) == 2
+    small = np.arange(6.0).reshape(2, 3)
+    assert _pool(small)[0] is small
+
+
+def test_report_to_a_folder_is_refused_before_the_check(tmp_path):
+    result = check(EXAMPLES / "rosenbrock", "--report", tmp_path)
+    assert result.exit_code == 2
+    assert f"--report: {tmp_path} is a folder" in result.stderr
+    assert "finite differences" not in result.stdout
+
+
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
@@ -161,30 +207,66 @@ def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_page_renders_in_headless_chromium_with_every_image(wrong_page, tmp_path):
-    path, _ = wrong_page
-    page = path.read_text(encoding="utf-8")
+WINDOW = "--window-size=1280,2400"
+
+
+def saturated_red(pixels: np.ndarray) -> int:
+    """How many pixels are the colour scale's darkest red (RdBu_r's top, #67001f)."""
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return int(np.sum((r > 0.3) & (r < 0.5) & (g < 0.08) & (b < 0.2)))
+
+
+def render(tmp_path: Path, page: str) -> tuple[dict[str, str], np.ndarray]:
+    """The probe's findings and a screenshot, of one page in headless Chromium."""
+    tmp_path.mkdir(exist_ok=True)
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     dom = run_chromium(
-        tmp_path, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()
+        tmp_path, WINDOW, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()
     ).stdout
     body = re.search(r"<body([^>]*)>", dom)
     assert body is not None, dom[:500]
-    attributes = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(1)))
-    assert attributes["images"] == attributes["decoded"] == "2", attributes
-    assert all(int(w) > 300 for w in attributes["widths"].split(","))
-
+    found = dict(re.findall(r'data-(\w+)="([^"]*)"', body.group(1)))
     shot = tmp_path / "page.png"
-    run_chromium(
-        tmp_path, "--window-size=1280,2400", f"--screenshot={shot}", path.as_uri()
-    )
+    run_chromium(tmp_path, WINDOW, f"--screenshot={shot}", probed.as_uri())
     from matplotlib.image import imread
 
-    pixels = imread(shot)[..., :3]
+    return found, imread(shot)[..., :3]
+
+
+def test_the_page_renders_in_headless_chromium_with_every_image(
+    wrong_page, local_tesseract, tmp_path
+):
+    path, _ = wrong_page
+    found, pixels = render(tmp_path / "wrong", path.read_text(encoding="utf-8"))
+    assert found["images"] == found["decoded"] == "2", found
+    assert all(int(w) > 300 for w in found["widths"].split(","))
     assert pixels.shape[:2] == (2400, 1280)
-    # the heatmaps' colours are on screen: saturated red (the wrong entry and
-    # the failed banner) and blue (the reference's negative entries)
-    red = (pixels[..., 0] > 0.6) & (pixels[..., 1] < 0.3) & (pixels[..., 2] < 0.3)
-    blue = (pixels[..., 2] > 0.5) & (pixels[..., 0] < 0.3)
-    assert red.sum() > 500 and blue.sum() > 500, (red.sum(), blue.sum())
+    # the pair's figure as the browser drew it: reference | VJP endpoint's ratios.
+    # The VJP panel shows the wrong entries in the scale's dark red; checked with
+    # a tolerance the error passes, the same panel is pale.
+    left, top, width, height = (round(float(v)) for v in found["box"].split(","))
+    figure = pixels[top : top + height, left : left + width]
+    vjp_panel = figure[:, width // 2 : width // 2 + int(width * 0.32)]
+    wrong_red = saturated_red(vjp_panel)
+
+    right = tess_ad_page(local_tesseract)
+    found, pixels = render(tmp_path / "right", right)
+    left, top, width, height = (round(float(v)) for v in found["box"].split(","))
+    figure = pixels[top : top + height, left : left + width]
+    right_red = saturated_red(figure[:, width // 2 : width // 2 + int(width * 0.32)])
+    assert wrong_red > 1000 and right_red < 100, (wrong_red, right_red)
+
+
+def tess_ad_page(local_tesseract) -> str:
+    """The same check with a 1% tolerance, which the 0.1% error passes: the same
+    layout, with every ratio small."""
+    import tess_ad
+
+    t = local_tesseract(OFF_IN_ONE_ENTRY)
+    inputs = json.loads((OFF_IN_ONE_ENTRY / "example_inputs.json").read_text())
+    report = tess_ad.check_gradients(
+        t, inputs["inputs"], frameworks=("jax",), rtol=0.01
+    )
+    assert report.ok, report.summary()
+    return report.to_html()

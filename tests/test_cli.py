@@ -722,3 +722,42 @@ def test_a_served_apply_failing_at_the_inputs_is_one_line_with_the_hint(
     assert _one_line(result) == f"error: {what}. {SERVED_500_HINT}"
     document = json.loads(check(url, "--inputs", inputs, "--json").stdout)
     assert document["errors"] == [{"way": None, "error": what, "hint": SERVED_500_HINT}]
+
+
+NAN_VJP = Path(__file__).parent / "tesseracts" / "nan_vjp"
+WRONG_SHAPE = Path(__file__).parent / "tesseracts" / "jacobian_wrong_shape"
+
+
+def test_a_nan_gradient_disagrees_and_the_json_stays_strict():
+    """NaN compares false with everything: `|a - b| > tol` would let it pass."""
+    result = check(NAN_VJP, "--json", "--frameworks", "jax")
+    assert result.exit_code == 1
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON document")
+
+    report = json.loads(result.stdout, parse_constant=refuse)
+    vjp = next(w for w in report["ways"] if w["name"] == "VJP endpoint")
+    (pair,) = vjp["pairs"]
+    assert pair["verdict"] == "disagrees" and pair["not_finite"] == 3
+    assert pair["max_abs_diff"] == "inf" and pair["worst"]["actual"] == "nan"
+    # the worst entry: the NaN where the derivative is largest (the diagonal)
+    assert report["where"][0].startswith(
+        "VJP endpoint: d y[1] / d x[1] is nan; finite differences: 0.724716 ± "
+    )
+
+
+def test_a_block_of_the_wrong_shape_is_named_and_outranks_errors_it_causes():
+    result = runner.invoke(app, ["check", str(WRONG_SHAPE)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1  # found wrong, though the adapters raised too
+    out = result.stdout
+    assert (
+        "- jacobian endpoint: d y / d x has shape (3, 2), finite differences (2, 3)"
+        in out
+    )
+    for way in ("jax", "torch"):
+        assert (
+            f"error in {way}: RuntimeError: the Tesseract's jacobian endpoint "
+            "returned shape (3, 2) for dy/dx, expected (2, 3)"
+        ) in out
+    assert "COULD NOT CHECK" not in out and "FAILED" in out

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._check_report import FRAMEWORK_WAYS
+
 if TYPE_CHECKING:
     from ._check_report import Report
 
@@ -41,6 +43,10 @@ Panel = tuple[str, np.ndarray, "str | None"]
 CLIP = 3.0
 # Entries that disagree are also marked with a dot, up to this many per panel.
 MARKED = 400
+# Blocks larger than this per side are drawn tile by tile (see _pool).
+POOL = 200
+# At most this many output/input pairs get a figure (the others are listed).
+MAX_FIGURES = 60
 DPI = 90
 
 _CSS = """
@@ -197,47 +203,73 @@ def _figures(report: Report) -> list[str]:
     endpoint_ways = [
         w["name"]
         for w in report["ways"]
-        if w["name"] in blocks.ratios and w["name"] not in ("jax", "torch")
-    ]
-    out = [
-        "<h2>Jacobian blocks</h2>",
-        "<p class='note'>Each row of panels is one output/input pair: the "
-        "reference Jacobian (rows: output elements, columns: input elements, "
-        "row-major), then each way's difference from it divided by the "
-        f"difference allowed there, clipped to &plusmn;{CLIP:g}. Beyond "
-        "&plusmn;1 (dotted) an entry disagrees.</p>",
+        if w["name"] in blocks.ratios and w["name"] not in FRAMEWORK_WAYS
     ]
     verdicts = {
         (w["name"], p["output"], p["input"]): p["verdict"]
         for w in report["ways"]
         for p in w["pairs"]
     }
-    for o in report["outputs_paths"]:
-        for p in report["inputs_paths"]:
-            ref = blocks.reference.get(o, {}).get(p)
-            if ref is None:
-                continue
-            n_out = len(blocks.output_shapes.get(o, ()))
-            panels: list[Panel] = [
-                (f"reference d {o} / d {p}", _matrix(ref, n_out), None)
-            ]
-            for name in endpoint_ways:
-                ratio = blocks.ratios[name].get((o, p))
-                if ratio is not None:
-                    verdict = verdicts.get((name, o, p), "")
-                    panels.append(
-                        (f"{name}: {verdict}", _matrix(ratio, n_out), verdict)
-                    )
-            label = f"d {o} / d {p}"
-            out.append(f"<h3 id='{_e(_anchor(label))}'>{_e(label)}</h3>")
-            out.append(
-                _figure(
-                    panels,
-                    f"{label}: reference and differences",
-                    ("input element", "output element"),
-                )
+    pairs = [
+        (o, p)
+        for o in report["outputs_paths"]
+        for p in report["inputs_paths"]
+        if blocks.reference.get(o, {}).get(p) is not None
+    ]
+
+    def badness(pair: tuple[str, str]) -> int:
+        seen = {verdicts.get((name, *pair)) for name in endpoint_ways}
+        return 0 if "disagrees" in seen else 1 if "inconclusive" in seen else 2
+
+    # the pairs that matter first; a figure each, up to MAX_FIGURES
+    pairs.sort(key=badness)
+    out = [
+        "<h2>Jacobian blocks</h2>",
+        "<p class='note'>Each row of panels is one output/input pair: the "
+        "reference Jacobian (rows: output elements, columns: input elements, "
+        "row-major), then each way's difference from it divided by the "
+        f"difference allowed there, clipped to &plusmn;{CLIP:g}. Beyond "
+        "&plusmn;1 (dotted) an entry disagrees; black: not a finite number. "
+        f"Blocks larger than {POOL} &times; {POOL} are shown tile by tile, each "
+        "tile as its entry of largest magnitude. Pairs that disagree come "
+        "first.</p>",
+    ]
+    for o, p in pairs[:MAX_FIGURES]:
+        n_out = len(blocks.output_shapes.get(o, ()))
+        label = f"d {o} / d {p}"
+        out.append(f"<h3 id='{_e(_anchor(label))}'>{_e(label)}</h3>")
+        reference = _matrix(blocks.reference[o][p], n_out)
+        if reference.size == 0:
+            out.append(f"<p class='note'>Empty block (shape {reference.shape}).</p>")
+            continue
+        panels: list[Panel] = [(f"reference {label}", reference, None)]
+        missing = []
+        for name in endpoint_ways:
+            ratio = blocks.ratios[name].get((o, p))
+            verdict = verdicts.get((name, o, p), "")
+            if ratio is None:
+                missing.append(f"{name}: {verdict} (its block has another shape)")
+            else:
+                panels.append((f"{name}: {verdict}", _matrix(ratio, n_out), verdict))
+        out.append(
+            _figure(
+                panels,
+                f"{label}: reference and differences",
+                ("input element", "output element"),
             )
-    for name in ("jax", "torch"):
+        )
+        out += [f"<p class='v-disagrees'>{_e(line)}</p>" for line in missing]
+    if len(pairs) > MAX_FIGURES:
+        rest = ", ".join(f"d {o} / d {p}" for o, p in pairs[MAX_FIGURES:])
+        out.append(
+            f"<p class='note'>{len(pairs) - MAX_FIGURES} more pairs, all agreeing "
+            f"or less important than those above, are not drawn: {_e(rest)}. "
+            "Their numbers are in <code>--json</code>.</p>"
+            if badness(pairs[MAX_FIGURES]) == 2
+            else f"<p class='note'>{len(pairs) - MAX_FIGURES} more pairs are not "
+            f"drawn: {_e(rest)}. Their numbers are in <code>--json</code>.</p>"
+        )
+    for name in FRAMEWORK_WAYS:
         ratios = blocks.ratios.get(name)
         if not ratios:
             continue
@@ -260,8 +292,10 @@ def _figures(report: Report) -> list[str]:
         panels = [
             (f"{head}: {_worst(seen[head])}", np.vstack(stack), _worst(seen[head]))
             for head, stack in rows.items()
+            if stack[0].size
         ]
-        out.append(_figure(panels, f"{name} probes", ("element", "probe")))
+        if panels:
+            out.append(_figure(panels, f"{name} probes", ("element", "probe")))
     return out
 
 
@@ -273,7 +307,28 @@ def _matrix(block: np.ndarray, n_out: int) -> np.ndarray:
     """A Jacobian block as rows (output elements) by columns (input elements)."""
     block = np.asarray(block, np.float64)
     rows = int(np.prod(block.shape[:n_out], dtype=np.int64))
-    return block.reshape(rows, -1)
+    cols = int(np.prod(block.shape[n_out:], dtype=np.int64))
+    return block.reshape(rows, cols)
+
+
+def _pool(data: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``data`` in tiles of at most :data:`POOL` per side, each its entry of largest magnitude.
+
+    A plain image of a large block would drop most rows and columns when
+    scaled down, and with them the entries that disagree; keeping each tile's
+    largest entry (NaN counting as the largest) keeps every one of them
+    visible. Returns the tiles and the tile height and width (1 when small).
+    """
+    rows, cols = data.shape
+    fr, fc = -(-rows // POOL), -(-cols // POOL)
+    if fr == 1 and fc == 1:
+        return data, 1, 1
+    padded = np.pad(data, ((0, -rows % fr), (0, -cols % fc)))
+    tr, tc = padded.shape[0] // fr, padded.shape[1] // fc
+    tiles = padded.reshape(tr, fr, tc, fc).transpose(0, 2, 1, 3).reshape(tr, tc, -1)
+    key = np.where(np.isnan(tiles), np.inf, np.abs(tiles))
+    pick = np.argmax(key, axis=-1)[..., None]
+    return np.take_along_axis(tiles, pick, axis=-1)[..., 0], fr, fc
 
 
 def _worst(verdicts: set[str]) -> str:
@@ -286,12 +341,15 @@ def _figure(panels: Sequence[Panel], alt: str, axes: tuple[str, str]) -> str:
     A panel with verdict ``None`` is a Jacobian (symmetric scale about 0);
     the others are ratios (fixed scale +-CLIP). ``axes`` names the columns
     and rows; ticks are element (or probe) numbers, from 0 (probes from 1).
+    NaN and infinite entries are black.
     """
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    cmap = colormaps["RdBu_r"].with_extremes(bad="black")
     columns = min(len(panels), 4)
     lines = -(-len(panels) // columns)
     fig = Figure(figsize=(3.6 * columns, 3.0 * lines), dpi=DPI, layout="constrained")
@@ -299,29 +357,34 @@ def _figure(panels: Sequence[Panel], alt: str, axes: tuple[str, str]) -> str:
     for i, (title, data, verdict) in enumerate(panels):
         ax = fig.add_subplot(lines, columns, i + 1)
         data = np.asarray(data, np.float64)
+        rows, cols = data.shape
         if verdict is None:
             finite = data[np.isfinite(data)]
             top = float(np.max(np.abs(finite))) if finite.size else 1.0
             norm = Normalize(-(top or 1.0), top or 1.0)
-            shown = data
+            shown = np.where(np.isfinite(data), data, np.nan)
         else:
             norm = Normalize(-CLIP, CLIP)
-            shown = np.clip(data, -CLIP, CLIP)
+            shown = np.where(np.isnan(data), np.nan, np.clip(data, -CLIP, CLIP))
+        tiles, fr, fc = _pool(shown)
         image = ax.imshow(
-            np.ma.masked_invalid(shown),
-            cmap="RdBu_r",
+            np.ma.masked_invalid(tiles),
+            cmap=cmap,
             norm=norm,
             aspect="auto",
             interpolation="nearest",
+            extent=(-0.5, tiles.shape[1] * fc - 0.5, tiles.shape[0] * fr - 0.5, -0.5),
         )
         if verdict is not None:
-            rows, cols = np.nonzero(~(np.abs(data) <= 1.0))
-            if 0 < rows.size <= MARKED:
-                ax.plot(cols, rows, "k.", markersize=3)
+            r, c = np.nonzero(~(np.abs(tiles) <= 1.0))
+            if 0 < r.size <= MARKED:
+                ax.plot(
+                    c * fc + (fc - 1) / 2, r * fr + (fr - 1) / 2, "k.", markersize=3
+                )
         ax.set_title(title, fontsize=8, color=_COLOURS.get(verdict or "", "black"))
         ax.set_xlabel(axes[0], fontsize=7)
         ax.set_ylabel(axes[1], fontsize=7)
-        for axis, size in ((ax.xaxis, data.shape[1]), (ax.yaxis, data.shape[0])):
+        for axis, size in ((ax.xaxis, cols), (ax.yaxis, rows)):
             if size <= 12:
                 axis.set_ticks(range(size))
             else:

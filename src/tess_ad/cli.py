@@ -14,7 +14,9 @@ target or inputs, or the Tesseract raised; ``--debug`` shows the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import traceback
 from collections.abc import Mapping
 from enum import Enum
@@ -28,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ._check import CheckError, Report, run_check
+from ._check_report import FRAMEWORK_WAYS
 
 
 class Method(str, Enum):
@@ -95,8 +98,15 @@ def _way_verdict(report: Mapping[str, Any], way: dict) -> str:
     if not pairs:
         return "not compared"
     bad = [p["label"] for p in pairs if p["verdict"] == "disagrees"]
-    if bad and way["name"] in ("jax", "torch"):
-        return f"[bold red]DISAGREES[/bold red] {len(bad)} of {len(pairs)} probes"
+    if bad and way["name"] in FRAMEWORK_WAYS:
+        # a probe is compared once per path: count the probes
+        def probe(pair: dict) -> str:
+            vjp = pair["output"].startswith("VJP probe ")
+            return pair["output"] if vjp else pair["input"]
+
+        wrong = {probe(p) for p in pairs if p["verdict"] == "disagrees"}
+        every = {probe(p) for p in pairs}
+        return f"[bold red]DISAGREES[/bold red] {len(wrong)} of {len(every)} probes"
     if bad:
         more = f" +{len(bad) - 1}" if len(bad) > 1 else ""
         return f"[bold red]DISAGREES[/bold red] {bad[0]}{more}"
@@ -171,7 +181,7 @@ def _print_verdict(report: Report, console: Console, verbose: bool = False) -> N
             "gradient from a 10% wrong one. Try --method richardson, other "
             "inputs, or a float64 build of the Tesseract."
         )
-    frameworks = [w["name"] for w in report["ways"] if w["name"] in ("jax", "torch")]
+    frameworks = [w["name"] for w in report["ways"] if w["name"] in FRAMEWORK_WAYS]
     if frameworks and report.get("adapters_via") == "finite differences":
         console.print(
             f"{' and '.join(frameworks)} go through finite differences (the "
@@ -227,7 +237,7 @@ def _worst_per_way(report: Report) -> list[str]:
     if more:
         out.append(f"  (and {more} more like these: --verbose or --json)")
     endpoints = [w for w in bad_ways if w.endswith("endpoint")]
-    frameworks = [w for w in bad_ways if w in ("jax", "torch")]
+    frameworks = [w for w in bad_ways if w in FRAMEWORK_WAYS]
     if endpoints and frameworks and report.get("adapters_via") == "own endpoints":
         use, follow = (
             ("uses", "it follows") if len(frameworks) == 1 else ("use", "they follow")
@@ -368,20 +378,46 @@ def check(
                 "errors": [{"way": None, "error": exc.message, "hint": exc.hint}],
             }
             print(json.dumps(document, indent=2))
-        if html_report is not None and html_report.parent.is_dir():
+        if html_report is not None:  # a page that says why, where one can be written
             from ._check_html import render_error
 
-            html_report.write_text(render_error(target, str(exc)), encoding="utf-8")
+            with contextlib.suppress(OSError):
+                html_report.write_text(render_error(target, str(exc)), encoding="utf-8")
         raise typer.Exit(2) from None
-    if html_report is not None:
-        html_report.write_text(report.to_html(), encoding="utf-8")
     if as_json:
         print(report.to_json())
     else:
         print_report(report, console, verbose)
-        if html_report is not None:
-            console.print(f"report: {html_report}", highlight=False, soft_wrap=True)
+    if html_report is not None:  # after the verdict, which a failure here cannot lose
+        _write_report(html_report, report, console, quiet=as_json)
     raise typer.Exit({"agrees": 0, "disagrees": 1}.get(report["status"], 2))
+
+
+def _write_report(path: Path, report: Report, console: Console, quiet: bool) -> None:
+    """Write the page; if it cannot be drawn or written, say so and leave no stale page."""
+    try:
+        page = report.to_html()
+        path.write_text(page, encoding="utf-8")
+    except Exception as exc:
+        Console(stderr=True).print(
+            f"[red]error:[/red] could not write the report {path}: "
+            f"{escape(type(exc).__name__)}: {escape(str(exc))} (the verdict above "
+            "stands)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        with contextlib.suppress(OSError):
+            from ._check_html import render_error
+
+            path.write_text(
+                render_error(
+                    str(report["target"]), f"the page could not be drawn: {exc}"
+                ),
+                encoding="utf-8",
+            )
+        return
+    if not quiet:
+        console.print(f"report: {path}", highlight=False, soft_wrap=True)
 
 
 def _can_write_report(path: Path) -> None:
@@ -395,6 +431,14 @@ def _can_write_report(path: Path) -> None:
         )
     if not path.parent.is_dir():
         raise CheckError(f"--report: no such folder {path.parent} (create it first)")
+    if path.is_dir():
+        raise CheckError(
+            f"--report: {path} is a folder; give a file name, e.g. {path / 'check.html'}"
+        )
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise CheckError(
+            f"--report: cannot write {path} (no permission); choose another place"
+        )
 
 
 def main() -> None:
