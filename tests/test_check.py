@@ -235,3 +235,41 @@ def test_an_apply_only_tesseract_of_two_precisions_is_not_reported_wrong(
         assert any(p["verdict"] == "agrees" and p["output"] == "y64" for p in pairs), (
             report.summary()
         )
+
+
+@pytest.mark.served
+def test_a_server_lost_mid_check_is_one_line_with_what_to_do():
+    """The proxy's advice about its cache (a temporary one here, gone after the
+    check) and retries is not passed on: the check says what was lost and to rerun."""
+    from helpers import Server, example_api
+    from tesseract_core import Tesseract
+
+    from tess_ad._check_errors import LOST_HINT
+
+    server = Server(example_api("sleepy")).start()
+    try:
+        t = Tesseract.from_url(server.url)
+        real_apply = t.apply
+        calls = []
+
+        def apply_then_die(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 6:
+                server.stop()  # the simulator dies in the middle of the sweep
+            return real_apply(*args, **kwargs)
+
+        t.apply = apply_then_die
+        inputs = json.loads(
+            (example_api("sleepy").parent / "example_inputs.json").read_text()
+        )
+        report = tess_ad.check_gradients(t, inputs.get("inputs", inputs), frameworks=())
+    finally:
+        server.stop()
+    assert report.status == "error"
+    (error,) = report["errors"]
+    assert error["way"] == "finite differences"
+    assert error["error"] == (
+        f"TesseractConnectionError: lost the connection to {server.url} during "
+        "apply (ConnectionError)"
+    )
+    assert error["hint"] == LOST_HINT and "cache" not in report.summary()

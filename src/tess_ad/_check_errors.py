@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from ._errors import TesseractConnectionError
+
 __all__ = ["SERVED_500_HINT", "CheckError"]
 
 
@@ -29,7 +31,8 @@ class CheckError(ValueError):
     """
 
     def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message if hint is None else f"{message}. {hint}")
+        joined = message if hint is None else f"{message.rstrip('.')}. {hint}"
+        super().__init__(joined)
         self.message = message
         self.hint = hint
 
@@ -99,17 +102,27 @@ def _served_exception(body: str) -> str | None:
     )
 
 
+LOST_HINT = (
+    "Is the server still running? Rerun the check once it answers again (a "
+    "check keeps no evaluations between runs)."
+)
+
+
 def _hint(exc: BaseException) -> str | None:
     """What to do about ``exc``, when there is something to say.
 
     A served Tesseract's bare HTTP 500 (its code raised, the server does not
-    say what): :data:`SERVED_500_HINT`. When the server ran with
+    say what): :data:`SERVED_500_HINT`; a lost connection: :data:`LOST_HINT`
+    (the finite-difference proxy's own advice, about a cache and retries, is
+    not the check's to give). When the server ran with
     TESSERACT_DEBUG=1, :func:`_first_line` shows the exception itself and no
     hint is needed.
     """
     http = _http_error(exc)
     if http is not None and http[0] == 500 and _served_exception(http[1]) is None:
         return SERVED_500_HINT
+    if isinstance(exc, TesseractConnectionError):
+        return LOST_HINT
     return None
 
 
@@ -122,8 +135,16 @@ def _first_line(exc: BaseException) -> str:
     line of that traceback) is what is reported, with where it was raised.
     A served Tesseract's error answer is ``HTTP <status> from the served
     Tesseract: <body>``, or, when the body is a traceback (a server run with
-    TESSERACT_DEBUG=1), the Tesseract's own exception and endpoint.
+    TESSERACT_DEBUG=1), the Tesseract's own exception and endpoint. A lost
+    connection says to what and during which endpoint.
     """
+    if isinstance(exc, TesseractConnectionError):
+        cause = exc.__cause__
+        how = f" ({type(cause).__name__})" if cause is not None else ""
+        return (
+            f"TesseractConnectionError: lost the connection to "
+            f"{exc.url or 'the Tesseract'} during {exc.endpoint}{how}"
+        )
     http = _http_error(exc)
     if http is not None:
         status, body = http

@@ -35,7 +35,6 @@ from ._client import (
     TesseractWrapper,
     remote_target,
     transient_errors,
-    url_of,
 )
 from ._errors import TesseractConnectionError
 from ._evaluate import FlatFunction, remote_apply
@@ -366,7 +365,10 @@ class FiniteDifferenceTesseract(TesseractWrapper):
                 return self.wrapped.apply(inputs=inputs)
             return self.wrapped.apply(inputs=inputs, run_id=run_id)
         except _TRANSIENT as exc:
-            url = url_of(self.wrapped)
+            # the server's URL, seen through tess_ad's own wrappers (a counting
+            # or retrying client), for the message
+            found = remote_target(self.wrapped)
+            url = found[1] if found is not None and found[0] == "url" else None
             kept = (
                 f"Every finished evaluation is in the cache at {str(self.cache.directory)!r}, "
                 "so a rerun makes only the missing calls"
