@@ -512,7 +512,7 @@ def _one_line(result) -> str:
 
 def _serve_how(port: int) -> str:
     return (
-        "Is it served? Start it with `tesseract serve NAME` or "
+        f"Is it served? Start it with `tesseract serve NAME --port {port}` or "
         "`TESSERACT_API_PATH=path/to/tesseract_api.py tesseract-runtime serve "
         f"--port {port}`, and check the host and port in the URL."
     )

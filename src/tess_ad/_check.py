@@ -250,17 +250,15 @@ def _check_options(
     unknown_endpoints = sorted(set(endpoints) - set(ENDPOINT_WAYS))
     if unknown_endpoints:
         raise CheckError(
-            f"--endpoints: unknown {', '.join(map(repr, unknown_endpoints))}; use "
+            f"endpoints: unknown {', '.join(map(repr, unknown_endpoints))}; use "
             f"{', '.join(ENDPOINT_WAYS)}"
         )
     if method not in METHODS:
-        raise CheckError(
-            f"--method must be one of {', '.join(METHODS)}, got {method!r}"
-        )
+        raise CheckError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     unknown = sorted(set(frameworks) - {"jax", "torch"})
     if unknown:
         raise CheckError(
-            f"--frameworks: unknown {', '.join(map(repr, unknown))}; use jax and/or torch"
+            f"frameworks: unknown {', '.join(map(repr, unknown))}; use jax and/or torch"
         )
     if method == "stochastic":
         raise CheckError(
@@ -391,21 +389,22 @@ def check_gradients(
     """
     _check_options(method, frameworks, endpoints)
     client = tesseract
-    inputs_paths, outputs_paths = input_paths, output_paths
     inputs = with_defaults(dict(inputs), client.openapi_schema)
     schema = tesseract_schema(client)
     try:
         flat = schema.inputs.flatten(inputs)
     except ValueError as exc:
         raise CheckError(f"inputs do not match the schema: {exc}") from exc
-    in_paths = list(inputs_paths or flat.differentiable_paths)
+    in_paths = list(input_paths or flat.differentiable_paths)
     try:
-        flat.check_paths(in_paths, "--inputs-paths")
+        flat.check_paths(in_paths, "input_paths (--input-paths)")
     except ValueError as exc:
         raise CheckError(str(exc)) from exc
     for p in in_paths:
         if not flat[p].differentiable:
-            raise CheckError(f"--inputs-paths: {p!r} is not a Differentiable input")
+            raise CheckError(
+                f"input_paths (--input-paths): {p!r} is not a Differentiable input"
+            )
     try:
         outputs = client.apply(inputs=inputs)
     except Exception as exc:
@@ -413,10 +412,12 @@ def check_gradients(
             f"apply failed at these inputs: {_first_line(exc)}", _hint(exc)
         ) from exc
     out_flat = schema.outputs.flatten(outputs, check=False)
-    out_paths = list(outputs_paths or out_flat.differentiable_paths)
+    out_paths = list(output_paths or out_flat.differentiable_paths)
     for o in out_paths:
         if o not in out_flat or not out_flat[o].differentiable:
-            raise CheckError(f"--outputs-paths: {o!r} is not a Differentiable output")
+            raise CheckError(
+                f"output_paths (--output-paths): {o!r} is not a Differentiable output"
+            )
     if not in_paths or not out_paths:
         raise CheckError(
             "nothing to differentiate: the Tesseract has no differentiable inputs or outputs here"
@@ -437,12 +438,13 @@ def check_gradients(
     # row cost only its new points (along the tangents), and the rows still
     # check the adapters' own work, the contraction with each probe.
     with contextlib.ExitStack() as stack:
+        runs_a_framework = any(
+            importlib.util.find_spec(name) is not None for name in frameworks
+        )
         shared = (
-            None
-            if has_own
-            else stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="tess_ad-check-")
-            )
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="tess_ad-check-"))
+            if runs_a_framework and not has_own
+            else None
         )
 
         def reference_fd(c: Any) -> dict:

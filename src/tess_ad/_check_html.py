@@ -72,7 +72,14 @@ img { max-width: 100%; height: auto; }
 
 
 def render(report: Report) -> str:
-    """The page: header and verdict, the summary table, notes, then the figures."""
+    """The page: header and verdict, the summary table, notes, then the figures.
+
+    Args:
+        report: What :func:`tess_ad.check_gradients` returned.
+
+    Returns:
+        One self-contained HTML document.
+    """
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -88,7 +95,15 @@ def render(report: Report) -> str:
 
 
 def render_error(target: str, message: str) -> str:
-    """The page of a check that could not run (a bad target, inputs or option)."""
+    """The page of a check that could not run (a bad target, inputs or option).
+
+    Args:
+        target: The target as given.
+        message: Why the check could not run.
+
+    Returns:
+        A short HTML document saying so.
+    """
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

@@ -47,9 +47,14 @@ class Report(Mapping[str, Any]):
     Keys: ``status`` (``"agrees"``, ``"disagrees"``, ``"error"``), ``ok``,
     ``failures`` (one line per disagreeing way and pair), ``where`` (the
     worst entry of each), ``errors`` (``{"way", "error", "hint"}`` of ways
-    that raised; ``hint`` says what to do, or is ``None``), ``skipped``, ``ways`` (each way's calls, seconds and per-pair
-    comparison), ``reference``, ``method``, ``k``, ``rtol``, the paths, the
-    target and the inputs file.
+    that raised; ``hint`` says what to do, or is ``None``), ``skipped``,
+    ``ways`` (each way's calls, seconds and per-pair comparison),
+    ``reference``, ``method``, ``k``, ``rtol``, the paths, the target and the
+    inputs file. The arrays behind it are in :attr:`blocks`.
+
+    Attributes:
+        blocks: The reference Jacobian, its error estimate and each way's
+            scaled differences (:class:`Blocks`), which the JSON leaves out.
     """
 
     def __init__(self, data: dict[str, Any], blocks: Blocks | None = None) -> None:
@@ -105,8 +110,22 @@ class Report(Mapping[str, Any]):
         difference (PNG images embedded in the page). Needs matplotlib
         (``pip install 'tess-ad[report]'``).
 
+        Returns:
+            The page, one HTML document with nothing to fetch.
+
         Raises:
             ImportError: When matplotlib is not installed.
+
+        Example:
+            >>> import tess_ad
+            >>> from tesseract_core import Tesseract
+            >>> t = Tesseract.from_tesseract_api("examples/rosenbrock/tesseract_api.py")
+            >>> report = tess_ad.check_gradients(
+            ...     t, {"x": [0.5, -1.0, 2.0], "a": 1.0, "b": 100.0}, frameworks=()
+            ... )
+            >>> page = report.to_html()
+            >>> page.startswith("<!DOCTYPE html>"), page.count("<img")
+            (True, 2)
         """
         from ._check_html import render
 

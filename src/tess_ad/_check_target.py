@@ -94,7 +94,7 @@ def _probe_url(target: str, url: str) -> None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     where = f"cannot reach a Tesseract at {target}"
     serve = (
-        "Is it served? Start it with `tesseract serve NAME` or "
+        f"Is it served? Start it with `tesseract serve NAME --port {port}` or "
         "`TESSERACT_API_PATH=path/to/tesseract_api.py tesseract-runtime serve "
         f"--port {port}`, and check the host and port in the URL."
     )
