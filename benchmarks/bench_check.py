@@ -128,8 +128,12 @@ def summarize(runs: list[tuple[int, float, Counter]], correct: bool) -> tuple[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="runs per command")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per command (>= 1)"
+    )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     rows, verdicts = [], []
     with tempfile.TemporaryDirectory(prefix="tess_ad_bench_check_") as scratch:
         scratch_path = Path(scratch)
@@ -186,7 +190,7 @@ def main() -> None:
     )
     print(
         "| Tesseract | what | tess-ad check calls | s | check-gradients calls | s "
-        "| time ratio |"
+        "| time ratio (tess-ad / check-gradients) |"
     )
     print("|---|---|---|---|---|---|---|")
     for row in rows:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -186,10 +187,12 @@ def chromium() -> str:
 
 
 def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium, bounded in time; on a timeout its whole process group is killed."""
     flags = [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--disable-quic",
         "--no-first-run",
         "--disable-background-networking",
@@ -198,13 +201,21 @@ def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         "--hide-scrollbars",
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
-    return subprocess.run(
+    proc = subprocess.Popen(
         [chromium(), *flags, *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=True,
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-2000:]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 WINDOW = "--window-size=1280,2400"
