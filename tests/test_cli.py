@@ -761,3 +761,13 @@ def test_a_block_of_the_wrong_shape_is_named_and_outranks_errors_it_causes():
             "returned shape (3, 2) for dy/dx, expected (2, 3)"
         ) in out
     assert "COULD NOT CHECK" not in out and "FAILED" in out
+
+
+def test_float32_arithmetic_behind_a_float64_output_is_not_reported_wrong():
+    """tesseract-core's vectoradd computes `a * s + b` in float32 and declares the
+    result Float64: its exact jacobian used to disagree with finite differences
+    whose error estimate trusted the float64 output (off by 2e-5, allowed 1e-6)."""
+    result = check(Path(__file__).parent / "tesseracts" / "float32_inside", "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0, report["where"]
+    assert {p["verdict"] for w in report["ways"] for p in w["pairs"]} == {"agrees"}

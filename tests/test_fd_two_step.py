@@ -155,6 +155,32 @@ def test_a_correct_float32_tesseract_with_large_outputs_is_explained(local_tesse
         np.testing.assert_array_equal(plain[o]["x"], jac[o]["x"])
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_inputs_behind_a_float64_output_are_explained(local_tesseract, method):
+    """tesseract-core's vectoradd pattern: float32 arithmetic, a Float64 output.
+
+    The outputs arrive as float64 but carry float32 round-off; the estimate
+    takes the moved input's precision as its floor, so it bounds the true
+    error (about 2e-5 relative, not the 1e-12 a float64 output suggests) and
+    stays small enough to catch a 1% error (forward differences, whose error
+    in float32 is about sqrt(eps) = 3.5e-4 and whose estimate is conservative
+    like the others, a 10% one)."""
+    from pathlib import Path
+
+    client = local_tesseract(Path(__file__).parent / "tesseracts" / "float32_inside")
+    a = np.array([1.0, 2.0, 3.0, -0.7], np.float32)
+    b = np.array([4.0, 5.0, 6.0, 0.3], np.float32)
+    inputs = {"a": a, "b": b, "s": 1.0}
+    true = {"a": np.eye(4), "b": np.eye(4), "s": a.astype(np.float64)}
+    fd = tess_ad.with_finite_differences(client, method=method)
+    jac, err = fd.jacobian_with_error(inputs, ["a", "b", "s"], ["result"])
+    off = max(np.max(np.abs(jac["result"][p] - true[p])) for p in true)
+    assert off > 1e-6  # the float32 round-off is there to explain
+    for p in true:
+        assert np.all(err["result"][p] >= np.abs(jac["result"][p] - true[p])), p
+        assert np.max(err["result"][p]) < (0.1 if method == "forward" else 1e-2), p
+
+
 @pytest.mark.parametrize(
     ("method", "with_error", "calls"),
     [

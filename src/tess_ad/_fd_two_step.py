@@ -27,7 +27,9 @@ taken 4 times (:data:`REMAINDER_FACTOR`) for values made small by
 cancellation, and never more than ``d``.) The truncation estimate is
 multiplied by :data:`TRUNCATION_SAFETY`, and the rounding part added: each
 evaluated output entry is taken to carry :data:`ROUNDING_ULPS` units in the
-last place of its dtype, relative to the larger of its own magnitude and the
+last place of its dtype (or of the moved input's, when coarser: float32
+inputs are computed in float32 even behind a Float64 output), relative to
+the larger of its own magnitude and the
 root-mean-square of its output (round-off in a small entry computed from
 large ones; but at most :data:`CANCELLATION` times its own magnitude), so a
 difference over a total width ``H`` carries ``2 delta / H``.
@@ -93,11 +95,23 @@ REMAINDER_FACTOR = 4.0
 TWO_STEP_METHODS = ("central", "richardson", "forward")
 
 
-def _rounding(values: Sequence[Any]) -> np.ndarray:
-    """``delta``: the round-off of each entry of one output, from its evaluations."""
+def _eps(dtype: Any) -> float:
+    dtype = np.dtype(dtype)
+    return float(np.finfo(dtype if dtype.kind in "fc" else np.float64).eps)
+
+
+def _rounding(values: Sequence[Any], floor: float = 0.0) -> np.ndarray:
+    """``delta``: the round-off of each entry of one output, from its evaluations.
+
+    The output's machine epsilon, or ``floor`` when larger: the epsilon of
+    the inputs moved. A Tesseract given float32 inputs computes in float32
+    (NumPy keeps float32 through arithmetic with Python floats), so its
+    outputs carry float32 round-off even when its schema declares them
+    Float64 and they arrive as float64 (tesseract-core's ``vectoradd``: ``a *
+    s + b`` with float32 ``a``, ``b`` and a Float64 ``result``).
+    """
     arrays = [np.asarray(v) for v in values]
-    dtype = arrays[0].dtype
-    eps = float(np.finfo(dtype if dtype.kind in "fc" else np.float64).eps)
+    eps = max(_eps(arrays[0].dtype), floor)
     mag = np.max([np.abs(a.astype(np.float64)) for a in arrays], axis=0)
     rms = float(np.sqrt(np.mean(mag**2))) if mag.size else 0.0
     return ROUNDING_ULPS * eps * np.minimum(np.maximum(mag, rms), CANCELLATION * mag)
@@ -123,6 +137,7 @@ class _Direction:
         widths: tuple[float, float],
         out_paths: Sequence[str],
         base: Flat | None = None,
+        floor: float = 0.0,
     ) -> None:
         self.value: Flat = {}
         self.diff: Flat = {}
@@ -132,7 +147,7 @@ class _Direction:
         for o in out_paths:
             raw = [out[o] for out in outs] + ([base[o]] if base is not None else [])
             f = [np.asarray(v, dtype=np.float64) for v in raw]
-            delta = _rounding(raw)
+            delta = _rounding(raw, floor)
             if method == "forward":  # outs: x + h, x + 2h; base: x
                 fine = (f[0] - f[2]) / w1
                 coarse = (f[1] - f[2]) / w2
@@ -254,7 +269,12 @@ def two_step_plan(
         if done is not None:
             d, outs = done
             for e in directions[d]:
-                column(e, _Direction(method, outs, widths(e), out_paths, layout.base))
+                # round-off at least that of the moved input's precision
+                floor = _eps(x[e.path].dtype)
+                column(
+                    e,
+                    _Direction(method, outs, widths(e), out_paths, layout.base, floor),
+                )
 
     def rows_of(o: str, e: _Element, shape: tuple[int, ...]) -> np.ndarray | None:
         """Where column ``e`` of output ``o`` may be non-zero (``None``: everywhere)."""
@@ -368,7 +388,11 @@ def two_step_jvp_plan(
         if done is not None:
             g, outs = done
             widths = (taken(g, 1.0), taken(g, 2.0))
-            directions.append(_Direction(method, outs, widths, out_paths, layout.base))
+            # round-off at least that of the least precise input moved
+            floor = max(_eps(x[p].dtype) for p in groups[g][0])
+            directions.append(
+                _Direction(method, outs, widths, out_paths, layout.base, floor)
+            )
 
     def finish() -> tuple[Flat, Flat]:
         value: Flat = {}
