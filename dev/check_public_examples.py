@@ -13,6 +13,14 @@ anything but "agrees" the first reason (the worst entry, the inconclusive
 pairs, or why it could not check: a dependency the Tesseract needs, no
 example inputs, nothing differentiable).
 
+Many test Tesseracts ship no example-inputs file: their tests build the
+inputs in Python. For those, inputs written here (our own data, modelled on
+the values the references' tests use) live under ``--inputs-dir`` (default
+``dev/public_inputs``): the Tesseract ``<repo>/<folder>`` (e.g.
+``tesseract-jax/tests/pytree_tesseract``) is checked with
+``--inputs DIR/<repo>/<folder>.json`` when that file exists, and with its own
+inputs otherwise.
+
 The published examples are presumed correct, so a "disagrees" row is either
 a false alarm of the checker or a bug in the example; the row's worst entry
 is what to read to tell which.
@@ -48,12 +56,27 @@ def tesseracts(root: Path) -> list[Path]:
     return found
 
 
-def check(folder: Path, timeout: float) -> tuple[str, str, str, float]:
-    """``(verdict, calls, reason, seconds)`` of ``tess-ad check FOLDER``."""
+def check(
+    folder: Path, timeout: float, inputs: Path | None = None
+) -> tuple[str, str, str, float]:
+    """``(verdict, calls, reason, seconds)`` of ``tess-ad check FOLDER``.
+
+    Args:
+        folder: The Tesseract's folder (also the working directory).
+        timeout: Seconds before the check is given up as "timed out".
+        inputs: A JSON inputs file passed as ``--inputs``; ``None`` lets
+            ``tess-ad check`` find the Tesseract's own.
+
+    Returns:
+        The verdict, the first way's calls, the first reason, the seconds taken.
+    """
+    command = [sys.executable, "-m", "tess_ad", "check", str(folder), "--json"]
+    if inputs is not None:
+        command += ["--inputs", str(inputs)]
     start = time.perf_counter()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "tess_ad", "check", str(folder), "--json"],
+            command,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -109,6 +132,14 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds per Tesseract"
     )
+    parser.add_argument(
+        "--inputs-dir",
+        type=Path,
+        default=Path(__file__).parent / "public_inputs",
+        metavar="DIR",
+        help="inputs for Tesseracts without their own: DIR/<repo>/<folder>.json "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="tess_ad_public_") as scratch:
@@ -125,8 +156,11 @@ def main() -> int:
                 except Unavailable as exc:
                     print(f"{name}: no {sub}/ ({exc})", file=sys.stderr)
             for folder in tesseracts(dest):
-                verdict, calls, reason, seconds = check(folder, args.timeout)
                 where = f"{name}/{folder.relative_to(dest)}"
+                ours = args.inputs_dir / f"{where}.json"
+                verdict, calls, reason, seconds = check(
+                    folder, args.timeout, ours if ours.is_file() else None
+                )
                 rows.append((where, verdict, calls, f"{seconds:.1f}", reason))
                 print(f"{where}: {verdict}", file=sys.stderr, flush=True)
     print("| Tesseract | verdict | reference calls | s | first reason |")
