@@ -273,3 +273,25 @@ def test_a_server_lost_mid_check_is_one_line_with_what_to_do():
         "apply (ConnectionError)"
     )
     assert error["hint"] == LOST_HINT and "cache" not in report.summary()
+
+
+def test_a_probe_product_zero_by_cancellation_is_judged_against_its_terms(
+    local_tesseract,
+):
+    """Rosenbrock at (1, 2): the gradient is (-400, 200) and seed 0 draws the
+    tangents -(1, 2), so every JVP probe is 400 - 400 = 0. A zero is no sign of
+    a noisy reference: a 10% error in the Jacobian would move it by 10% of its
+    terms (800), which the reference resolves easily."""
+    client = local_tesseract("rosenbrock")
+    report = tess_ad.check_gradients(
+        client,
+        {"x": [1.0, 2.0], "a": 1.0, "b": 100.0},
+        frameworks=("jax",),
+        output_paths=["loss"],
+    )
+    jax_way = next(w for w in report["ways"] if w["name"] == "jax")
+    jvps = [p for p in jax_way["pairs"] if p["input"].startswith("JVP probe")]
+    assert len(jvps) == 3
+    assert all(abs(p["worst"]["expected"]) < 1e-6 for p in jvps)  # cancelled
+    assert {p["verdict"] for p in jax_way["pairs"]} == {"agrees"}
+    assert report.inconclusive == []

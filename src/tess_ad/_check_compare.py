@@ -86,7 +86,11 @@ def _contract(
 
 
 def _compare(
-    ref: np.ndarray, got: np.ndarray, error: np.ndarray, rtol: float | None
+    ref: np.ndarray,
+    got: np.ndarray,
+    error: np.ndarray,
+    rtol: float | None,
+    terms: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """One way's block against the reference's: the verdict, the worst entry, the ratios.
 
@@ -98,6 +102,11 @@ def _compare(
     ``allowed``) and, per entry, ``(way - reference) / allowed`` (beyond
     +-1: the entry disagrees; NaN where either is not finite; ``None`` when
     the shapes differ), which the HTML report draws.
+
+    ``terms``, for a product along a probe, is the size of what each entry
+    sums (``|J| |t|`` or ``|ct| |J|``): an entry small by cancellation is
+    judged "too noisy" against that, not against its own small value (a 10%
+    error in the Jacobian moves it by 10% of its terms).
 
     Entries that are not finite: a NaN or infinite entry of the way where the
     reference is finite disagrees; where the reference (or its error
@@ -158,7 +167,7 @@ def _compare(
         }
     if bad.any():
         verdict = "disagrees"
-    elif not judged.all() or _too_noisy(ref, got, error, scale):
+    elif not judged.all() or _too_noisy(ref, got, error, scale, terms):
         verdict = "inconclusive"
     else:
         verdict = "agrees"
@@ -207,24 +216,28 @@ def _comparisons(
     if isinstance(got, Probes):
         for k, (ct, vjp) in enumerate(zip(got.cotangents, got.vjps, strict=True)):
             expected = _contract(reference, ct, reverse=True)
-            error = _contract(estimate, {o: np.abs(c) for o, c in ct.items()}, True)
+            size = {o: np.abs(c) for o, c in ct.items()}
+            error = _contract(estimate, size, True)
+            terms = _contract(_absolute(reference), size, True)
             for p in in_paths:
                 yield (
                     (f"VJP probe {k + 1}", p),
                     f"VJP probe {k + 1} (d/d {p})",
-                    _compare(expected[p], vjp[p], error[p], rtol),
+                    _compare(expected[p], vjp[p], error[p], rtol, terms[p]),
                     functools.partial(_name_vjp, k, p),
                 )
         for k, (t, jvp) in enumerate(zip(got.tangents, got.jvps, strict=True)):
             expected = _contract(reference, t, reverse=False)
-            error = _contract(estimate, {p: np.abs(v) for p, v in t.items()}, False)
+            size = {p: np.abs(v) for p, v in t.items()}
+            error = _contract(estimate, size, False)
+            terms = _contract(_absolute(reference), size, False)
             if got.jvp_errors:
                 error = {o: error[o] + got.jvp_errors[k][o] for o in out_paths}
             for o in out_paths:
                 yield (
                     (o, f"JVP probe {k + 1}"),
                     f"JVP probe {k + 1} ({o})",
-                    _compare(expected[o], jvp[o], error[o], rtol),
+                    _compare(expected[o], jvp[o], error[o], rtol, terms[o]),
                     functools.partial(_name_jvp, k, o),
                 )
         return
@@ -237,6 +250,12 @@ def _comparisons(
                 _compare(reference[o][p], got[o][p], estimate[o][p], rtol),
                 functools.partial(_name_entry, o, p, n_out),
             )
+
+
+def _absolute(
+    blocks: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict[str, dict[str, np.ndarray]]:
+    return {o: {p: np.abs(b) for p, b in row.items()} for o, row in blocks.items()}
 
 
 def _name_vjp(k: int, p: str, index: list[int]) -> str:
@@ -252,16 +271,24 @@ def _name_entry(o: str, p: str, n_out: int, index: list[int]) -> str:
 
 
 def _too_noisy(
-    ref: np.ndarray, got: np.ndarray, error: np.ndarray, scale: float
+    ref: np.ndarray,
+    got: np.ndarray,
+    error: np.ndarray,
+    scale: float,
+    terms: np.ndarray | None = None,
 ) -> bool:
     """Whether the reference cannot tell a right entry from a 10% wrong one.
 
     Asked of the entries that matter in the block (at least
     :data:`SIGNIFICANT` times its largest, in the reference or the way):
     entries far below the block's size, or zero in both, are not evidence
-    either way.
+    either way. An entry's size is its own magnitude, or for a product along
+    a probe the size of its ``terms`` when larger.
     """
     size = np.maximum(np.abs(ref), np.abs(got))
+    if terms is not None:
+        size = np.maximum(size, np.asarray(terms, np.float64))
+        scale = max(scale, float(np.max(terms)) if np.size(terms) else 0.0)
     matters = size >= SIGNIFICANT * scale if scale > 0 else np.zeros(size.shape, bool)
     return bool(np.any(matters & (K * error > INCONCLUSIVE * size)))
 
