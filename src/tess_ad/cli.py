@@ -8,7 +8,8 @@ holding one, or the URL of a served Tesseract) and its example inputs
 report: one line per way, the worst entry of each disagreement, notes on
 inconclusive pairs, skipped frameworks and errors (``--verbose``: one table
 per output/input pair; ``--json``: the whole report, also when the check
-could not run). Exit status: 0 agrees, 1 disagrees, 2 could not check (a bad
+could not run; ``--report FILE.html``: a page with heatmaps, written after
+the verdict is printed). Exit status: 0 agrees, 1 disagrees, 2 could not check (a bad
 target or inputs, or the Tesseract raised; ``--debug`` shows the traceback).
 """
 
